@@ -1,0 +1,86 @@
+//! The trait every bus implements, and the class that builds buses from config.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use config::Value;
+use telamon_sdk::{
+    BoxFuture, DropGuard, FullPolicy, Pattern, Publish, RequestError, RequestSender, SubscribeError,
+    SubscriptionSender, Topic,
+};
+
+use crate::error::ConfigError;
+use crate::metrics::Metrics;
+
+/// Queue defaults a bus gives subscriptions and handlers that set none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueDefaults {
+    /// Subscription queue capacity.
+    pub capacity: usize,
+    /// What happens when a subscription queue is full.
+    pub policy: FullPolicy,
+    /// Handler queue capacity.
+    pub request_capacity: usize,
+}
+
+/// What a bus reports about itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BusStats {
+    /// Live subscriptions.
+    pub subscriptions: usize,
+    /// Live request handlers.
+    pub handlers: usize,
+}
+
+/// A bus: carries messages and requests for the topics the router gives it.
+///
+/// Subscriptions and handlers are registered with the *sender* side of a queue
+/// the router made, so one subscriber can listen on several buses through one
+/// queue; the returned [`DropGuard`] removes the registration when the
+/// subscriber goes away.
+pub trait Bus<M>: Send + Sync + 'static {
+    /// The id from `[message-bus.<id>]`.
+    fn id(&self) -> &str;
+
+    /// Publishes to every matching subscription on this bus.
+    fn publish(&self, topic: Topic, message: Arc<M>) -> Publish<'_>;
+
+    /// Registers a subscription queue for `pattern`.
+    fn subscribe(
+        &self,
+        pattern: Pattern,
+        sender: SubscriptionSender<M>,
+    ) -> BoxFuture<'_, Result<DropGuard, SubscribeError>>;
+
+    /// Registers a handler queue for `pattern`.
+    fn handle(&self, pattern: Pattern, sender: RequestSender<M>)
+    -> BoxFuture<'_, Result<DropGuard, SubscribeError>>;
+
+    /// Sends a request to a handler on this bus. Must fail at once with
+    /// `NoResponder` when this bus knows no handler can take it.
+    fn request(
+        &self,
+        topic: Topic,
+        message: Arc<M>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Arc<M>, RequestError>>;
+
+    /// Queue defaults from this bus's config.
+    fn defaults(&self) -> QueueDefaults;
+
+    /// Current counts.
+    fn stats(&self) -> BusStats;
+
+    /// Closes the bus: subscriptions end, later publishes fail with `Closed`.
+    fn shutdown(&self) -> BoxFuture<'_, ()>;
+}
+
+/// Builds buses of one `class` from their `[message-bus.<id>]` tables.
+pub trait BusClass<M>: Send + Sync + 'static {
+    /// The `class = "…"` value this builds.
+    fn name(&self) -> &'static str;
+
+    /// Builds bus `id` from its table (without `class`). Must not block on a
+    /// broker: a bus whose broker is away starts, reports, and connects later.
+    fn build(&self, id: &str, config: Value, metrics: Arc<Metrics>) -> Result<Arc<dyn Bus<M>>, ConfigError>;
+}

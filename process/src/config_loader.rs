@@ -1,0 +1,104 @@
+//! Loading config: embedded defaults, then files, then environment overrides.
+
+use std::path::PathBuf;
+
+use config::{Config, Environment, File, FileFormat};
+
+use crate::error::ConfigError;
+
+/// The default environment prefix: `TELAMON_MODULE__CLOCK__INTERVAL=2s` sets
+/// `[module.clock] interval`.
+pub const DEFAULT_ENV_PREFIX: &str = "TELAMON";
+
+/// Builds the layered config of a process. Later layers win.
+///
+/// 1. embedded TOML (the defaults a binary ships with, via `include_str!`);
+/// 2. TOML files, in order (a missing file is an error, never silently skipped);
+/// 3. environment variables `<PREFIX>_<KEY>` where `__` separates nested keys and
+///    `_` inside a key stands for `-` (so `TELAMON_MESSAGE_ROUTER__REQUEST_TIMEOUT=2`
+///    sets `message-router.request-timeout`).
+///
+/// ```
+/// # use telamon_process::ConfigLoader;
+/// let config = ConfigLoader::new()
+///     .embedded("[module.clock]\ninterval = \"1s\"\n")
+///     .env_prefix(None)
+///     .load()
+///     .unwrap();
+/// assert_eq!(config.get_string("module.clock.interval").unwrap(), "1s");
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConfigLoader {
+    embedded: Vec<String>,
+    files: Vec<PathBuf>,
+    env_prefix: Option<String>,
+}
+
+impl Default for ConfigLoader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ConfigLoader {
+    /// No layers yet; environment prefix [`DEFAULT_ENV_PREFIX`].
+    pub fn new() -> Self {
+        ConfigLoader {
+            embedded: Vec::new(),
+            files: Vec::new(),
+            env_prefix: Some(DEFAULT_ENV_PREFIX.to_owned()),
+        }
+    }
+
+    /// Adds TOML text (usually `include_str!` of the binary's default config).
+    pub fn embedded(mut self, toml: impl Into<String>) -> Self {
+        self.embedded.push(toml.into());
+        self
+    }
+
+    /// Adds a TOML file that must exist.
+    pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.files.push(path.into());
+        self
+    }
+
+    /// Adds the file named by the first command-line argument, if there is one.
+    pub fn args(self) -> Self {
+        match std::env::args().nth(1) {
+            Some(path) if !path.starts_with('-') => self.file(path),
+            _ => self,
+        }
+    }
+
+    /// Sets the environment prefix; `None` reads no environment variables.
+    pub fn env_prefix(mut self, prefix: Option<&str>) -> Self {
+        self.env_prefix = prefix.map(str::to_owned);
+        self
+    }
+
+    /// Reads every layer.
+    pub fn load(self) -> Result<Config, ConfigError> {
+        let mut builder = Config::builder();
+        for text in &self.embedded {
+            builder = builder.add_source(File::from_str(text, FileFormat::Toml));
+        }
+        for path in &self.files {
+            if !path.is_file() {
+                return Err(ConfigError::Load(format!(
+                    "config file `{}` does not exist",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(File::from(path.as_path()).format(FileFormat::Toml));
+        }
+        if let Some(prefix) = &self.env_prefix {
+            builder = builder.add_source(
+                Environment::with_prefix(prefix)
+                    .prefix_separator("_")
+                    .separator("__")
+                    .convert_case(config::Case::Kebab),
+            );
+        }
+        builder.build().map_err(|e| ConfigError::Load(e.to_string()))
+    }
+}

@@ -1,0 +1,339 @@
+//! The in-process bus: zero-copy `Arc<M>` hand-over to bounded subscriber queues.
+//!
+//! # Under stress
+//!
+//! - **Full subscriber queue**: under `wait` the publish waits for that queue
+//!   only after offering the message to every other matching queue; under
+//!   `drop-oldest` it never waits and the loss is counted (subscriber's
+//!   `lagged()`, `telamon_dropped_total`).
+//! - **Dropped subscriber**: removed from the table the moment its
+//!   `Subscription` is dropped; a publish racing with the drop skips it.
+//! - **Full handler queue**: the requester waits, within its timeout.
+//! - **Closed bus** (process stopping): subscriptions end after draining,
+//!   publishes fail with `PublishError::Closed`, requests with `RequestError::Closed`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use config::Value;
+use serde::Deserialize;
+use telamon_sdk::{
+    BoxFuture, Delivery, DropGuard, FullPolicy, Pattern, Publish, PublishError, Request, RequestError,
+    RequestSender, Responder, SubscribeError, SubscriptionSender, Topic, TryDeliver,
+};
+
+use crate::bus::{Bus, BusClass, BusStats, QueueDefaults};
+use crate::error::ConfigError;
+use crate::metrics::Metrics;
+use crate::process_config::typed;
+
+/// Default `subscriber-queue-size`.
+pub const DEFAULT_SUBSCRIBER_QUEUE_SIZE: usize = 1024;
+/// Default `request-queue-size`.
+pub const DEFAULT_REQUEST_QUEUE_SIZE: usize = 1024;
+
+/// `[message-bus.<id>] class = "in-memory"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct InMemoryConfig {
+    /// Capacity of each subscription's queue.
+    pub subscriber_queue_size: usize,
+    /// `"wait"` or `"drop-oldest"`.
+    #[serde(with = "policy_serde")]
+    pub full_policy: FullPolicy,
+    /// Capacity of each request handler's queue.
+    pub request_queue_size: usize,
+}
+
+impl Default for InMemoryConfig {
+    fn default() -> Self {
+        InMemoryConfig {
+            subscriber_queue_size: DEFAULT_SUBSCRIBER_QUEUE_SIZE,
+            full_policy: FullPolicy::Wait,
+            request_queue_size: DEFAULT_REQUEST_QUEUE_SIZE,
+        }
+    }
+}
+
+mod policy_serde {
+    use serde::{Deserialize, Deserializer};
+    use telamon_sdk::FullPolicy;
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<FullPolicy, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "wait" => Ok(FullPolicy::Wait),
+            "drop-oldest" => Ok(FullPolicy::DropOldest),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown full-policy `{other}` (expected \"wait\" or \"drop-oldest\")"
+            ))),
+        }
+    }
+}
+
+struct SubEntry<M> {
+    id: u64,
+    pattern: Pattern,
+    sender: SubscriptionSender<M>,
+}
+
+struct HandlerEntry<M> {
+    id: u64,
+    pattern: Pattern,
+    sender: RequestSender<M>,
+}
+
+struct Shared<M> {
+    id: String,
+    config: InMemoryConfig,
+    subs: ArcSwap<Vec<Arc<SubEntry<M>>>>,
+    handlers: ArcSwap<Vec<Arc<HandlerEntry<M>>>>,
+    next_id: AtomicU64,
+    closed: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+/// The in-process bus.
+pub struct InMemoryBus<M> {
+    shared: Arc<Shared<M>>,
+}
+
+impl<M> std::fmt::Debug for InMemoryBus<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InMemoryBus")
+            .field("id", &self.shared.id)
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}
+
+impl<M: Send + Sync + 'static> InMemoryBus<M> {
+    /// A bus with the given id and config.
+    pub fn new(id: impl Into<String>, config: InMemoryConfig, metrics: Arc<Metrics>) -> Self {
+        InMemoryBus {
+            shared: Arc::new(Shared {
+                id: id.into(),
+                config,
+                subs: ArcSwap::from_pointee(Vec::new()),
+                handlers: ArcSwap::from_pointee(Vec::new()),
+                next_id: AtomicU64::new(1),
+                closed: AtomicBool::new(false),
+                metrics,
+            }),
+        }
+    }
+
+    fn closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+}
+
+fn remove_sub<M>(shared: &Weak<Shared<M>>, id: u64) {
+    if let Some(shared) = shared.upgrade() {
+        shared
+            .subs
+            .rcu(|subs| subs.iter().filter(|s| s.id != id).cloned().collect::<Vec<_>>());
+    }
+}
+
+fn remove_handler<M>(shared: &Weak<Shared<M>>, id: u64) {
+    if let Some(shared) = shared.upgrade() {
+        shared
+            .handlers
+            .rcu(|hs| hs.iter().filter(|h| h.id != id).cloned().collect::<Vec<_>>());
+    }
+}
+
+impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
+    fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    fn publish(&self, topic: Topic, message: Arc<M>) -> Publish<'_> {
+        if self.closed() {
+            return Publish::ready(Err(PublishError::Closed {
+                bus: self.shared.id.clone(),
+            }));
+        }
+        let subs = self.shared.subs.load();
+        let mut delivered = 0u64;
+        let mut dropped = 0u64;
+        let mut waiting: Vec<(Arc<SubEntry<M>>, Delivery<M>)> = Vec::new();
+        for s in subs.iter() {
+            if !s.pattern.matches(topic.as_str()) {
+                continue;
+            }
+            match s.sender.try_deliver(Delivery::new(topic.clone(), message.clone())) {
+                TryDeliver::Delivered => delivered += 1,
+                TryDeliver::DeliveredDroppingOldest => {
+                    delivered += 1;
+                    dropped += 1;
+                }
+                TryDeliver::Full(d) => waiting.push((s.clone(), d)),
+                TryDeliver::Closed => {}
+            }
+        }
+        drop(subs);
+        if waiting.is_empty() {
+            self.shared.metrics.delivered(&topic, delivered, dropped);
+            return Publish::ready(Ok(()));
+        }
+        let metrics = self.shared.metrics.clone();
+        Publish::pending(async move {
+            for (s, d) in waiting {
+                if s.sender.deliver(d).await.is_ok() {
+                    delivered += 1;
+                }
+            }
+            metrics.delivered(&topic, delivered, dropped);
+            Ok(())
+        })
+    }
+
+    fn subscribe(
+        &self,
+        pattern: Pattern,
+        sender: SubscriptionSender<M>,
+    ) -> BoxFuture<'_, Result<DropGuard, SubscribeError>> {
+        let result = if self.closed() {
+            Err(SubscribeError::Closed {
+                bus: self.shared.id.clone(),
+            })
+        } else {
+            let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+            let entry = Arc::new(SubEntry { id, pattern, sender });
+            self.shared.subs.rcu(|subs| {
+                let mut v = Vec::with_capacity(subs.len() + 1);
+                v.extend(subs.iter().cloned());
+                v.push(entry.clone());
+                v
+            });
+            let weak = Arc::downgrade(&self.shared);
+            Ok(DropGuard::new(move || remove_sub(&weak, id)))
+        };
+        Box::pin(async move { result })
+    }
+
+    fn handle(&self, pattern: Pattern, sender: RequestSender<M>) -> BoxFuture<'_, Result<DropGuard, SubscribeError>> {
+        let result = if self.closed() {
+            Err(SubscribeError::Closed {
+                bus: self.shared.id.clone(),
+            })
+        } else {
+            let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+            let entry = Arc::new(HandlerEntry { id, pattern, sender });
+            self.shared.handlers.rcu(|hs| {
+                let mut v = Vec::with_capacity(hs.len() + 1);
+                v.extend(hs.iter().cloned());
+                v.push(entry.clone());
+                v
+            });
+            let weak = Arc::downgrade(&self.shared);
+            Ok(DropGuard::new(move || remove_handler(&weak, id)))
+        };
+        Box::pin(async move { result })
+    }
+
+    fn request(
+        &self,
+        topic: Topic,
+        message: Arc<M>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Arc<M>, RequestError>> {
+        let closed = self.closed();
+        // First registered live handler whose pattern matches.
+        let handler = self
+            .shared
+            .handlers
+            .load()
+            .iter()
+            .find(|h| !h.sender.is_closed() && h.pattern.matches(topic.as_str()))
+            .cloned();
+        Box::pin(async move {
+            if closed {
+                return Err(RequestError::Closed {
+                    bus: self.shared.id.clone(),
+                });
+            }
+            let Some(handler) = handler else {
+                return Err(RequestError::NoResponder {
+                    topic: topic.to_string(),
+                });
+            };
+            let (responder, reply) = Responder::channel();
+            let exchange = async {
+                if handler
+                    .sender
+                    .send(Request::new(topic.clone(), message, responder))
+                    .await
+                    .is_err()
+                {
+                    return Err(RequestError::NoResponder {
+                        topic: topic.to_string(),
+                    });
+                }
+                match reply.await {
+                    Ok(Ok(response)) => Ok(response),
+                    Ok(Err(error)) => Err(RequestError::Handler {
+                        topic: topic.to_string(),
+                        error,
+                    }),
+                    Err(_) => Err(RequestError::Dropped {
+                        topic: topic.to_string(),
+                    }),
+                }
+            };
+            match tokio::time::timeout(timeout, exchange).await {
+                Ok(result) => result,
+                Err(_) => Err(RequestError::TimedOut {
+                    topic: topic.to_string(),
+                    after: timeout,
+                }),
+            }
+        })
+    }
+
+    fn defaults(&self) -> QueueDefaults {
+        QueueDefaults {
+            capacity: self.shared.config.subscriber_queue_size,
+            policy: self.shared.config.full_policy,
+            request_capacity: self.shared.config.request_queue_size,
+        }
+    }
+
+    fn stats(&self) -> BusStats {
+        BusStats {
+            subscriptions: self.shared.subs.load().len(),
+            handlers: self.shared.handlers.load().len(),
+        }
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.subs.store(Arc::new(Vec::new()));
+        self.shared.handlers.store(Arc::new(Vec::new()));
+        Box::pin(async {})
+    }
+}
+
+/// Builds `class = "in-memory"` buses.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InMemoryClass;
+
+impl<M: Send + Sync + 'static> BusClass<M> for InMemoryClass {
+    fn name(&self) -> &'static str {
+        "in-memory"
+    }
+
+    fn build(&self, id: &str, config: Value, metrics: Arc<Metrics>) -> Result<Arc<dyn Bus<M>>, ConfigError> {
+        let config: InMemoryConfig = typed(&format!("message-bus.{id}"), config)?;
+        if config.subscriber_queue_size == 0 || config.request_queue_size == 0 {
+            return Err(ConfigError::invalid(
+                format!("message-bus.{id}"),
+                "queue sizes must be at least 1",
+            ));
+        }
+        Ok(Arc::new(InMemoryBus::new(id, config, metrics)))
+    }
+}

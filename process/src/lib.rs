@@ -1,0 +1,80 @@
+//! Assemble a Telamon process from modules and a config file, and run it.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use serde::Deserialize;
+//! use serde_json::{json, Value};
+//! use telamon_process::{ConfigLoader, Process};
+//! use telamon_sdk::{module, Context, HandlerError, ModuleError};
+//!
+//! /// Answers `greet` requests.
+//! #[derive(Default, Deserialize)]
+//! #[serde(default, deny_unknown_fields)]
+//! struct Greeter {
+//!     greeting: String,
+//! }
+//!
+//! #[module(name = "greeter", message = Value)]
+//! impl Greeter {
+//!     async fn init(self: Arc<Self>, ctx: Context<Value>) -> Result<(), ModuleError> {
+//!         ctx.handle("greet", move |name| {
+//!             let text = format!("{}, {}!", self.greeting, name.as_str().unwrap_or("world"));
+//!             async move { Ok::<_, HandlerError>(json!(text)) }
+//!         })
+//!         .await?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ConfigLoader::new()
+//!     .embedded("[module.greeter]\ngreeting = \"Hello\"\n")
+//!     .env_prefix(None)
+//!     .load()?;
+//! let process = Process::<Value>::new(config).module::<Greeter>().start().await?;
+//! let answer = process.context("main").request("greet", json!("Ada")).await?;
+//! assert_eq!(*answer, json!("Hello, Ada!"));
+//! process.stop().await;
+//! # Ok(()) }
+//! ```
+//!
+//! With no `[message-bus]` section the process gets one in-memory bus,
+//! `internal`, carrying every topic. `docs/configuration.md` lists every key.
+//!
+//! | item | what |
+//! |---|---|
+//! | [`ConfigLoader`] | embedded TOML + files + `TELAMON_…` environment overrides |
+//! | [`Process`], [`RunningProcess`] | register modules, start, run until a signal, stop |
+//! | [`Router`] | first-match routing of topics to buses |
+//! | [`InMemoryBus`] | zero-copy in-process bus |
+//! | [`Bus`], [`BusClass`] | what another bus (RabbitMQ …) implements to plug in |
+//! | [`Metrics`] | per-topic counters, request latency, Prometheus text |
+
+mod bus;
+mod config_loader;
+mod duration;
+mod error;
+mod in_memory_bus;
+mod metrics;
+mod metrics_endpoint;
+mod process;
+mod process_config;
+mod registration;
+mod router;
+mod signal;
+
+pub use bus::{Bus, BusClass, BusStats, QueueDefaults};
+pub use config_loader::{ConfigLoader, DEFAULT_ENV_PREFIX};
+pub use duration::{deserialize as deserialize_duration, parse_duration};
+pub use error::{ConfigError, ProcessError};
+pub use in_memory_bus::{
+    DEFAULT_REQUEST_QUEUE_SIZE, DEFAULT_SUBSCRIBER_QUEUE_SIZE, InMemoryBus, InMemoryClass, InMemoryConfig,
+};
+pub use metrics::{LATENCY_BUCKETS_US, Metrics, TopicCounters};
+pub use process::{Process, RunningProcess, StopReport};
+pub use process_config::{DEFAULT_BUS_ID, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, Unrouted, typed};
+pub use router::Router;
+pub use signal::{init_tracing, shutdown_signal};
+
+pub use telamon_sdk as sdk;

@@ -1,0 +1,254 @@
+//! Per-topic counters and request latency, rendered as Prometheus text.
+//!
+//! Off unless `[metrics]` is configured; when off, the hot path does one
+//! branch and nothing else. When on, each publish does one read-locked map
+//! lookup per topic.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use telamon_sdk::{Pattern, QueueCounters, RequestError, Topic};
+
+/// Counters of one topic.
+#[derive(Debug, Default)]
+pub struct TopicCounters {
+    /// Publishes accepted by the router.
+    pub published: AtomicU64,
+    /// Messages placed in subscriber queues.
+    pub delivered: AtomicU64,
+    /// Messages lost: pushed out of a full drop-oldest queue, or unrouted under `unrouted = "drop"`.
+    pub dropped: AtomicU64,
+}
+
+/// Upper bounds of the request-latency histogram, in microseconds.
+pub const LATENCY_BUCKETS_US: [u64; 12] = [
+    10, 50, 100, 250, 500, 1_000, 5_000, 10_000, 50_000, 250_000, 1_000_000, 5_000_000,
+];
+
+/// Outcomes and latency of the requests on one topic.
+#[derive(Debug, Default)]
+pub(crate) struct RequestStats {
+    ok: AtomicU64,
+    handler_error: AtomicU64,
+    timed_out: AtomicU64,
+    no_responder: AtomicU64,
+    other_error: AtomicU64,
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len()],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+/// The process's metrics registry.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    enabled: bool,
+    topics: RwLock<HashMap<Topic, Arc<TopicCounters>>>,
+    requests: RwLock<HashMap<Topic, Arc<RequestStats>>>,
+    subscriptions: Mutex<Vec<(Pattern, Weak<QueueCounters>)>>,
+    unrouted: AtomicU64,
+}
+
+impl Metrics {
+    /// A registry that records (`true`) or ignores everything (`false`).
+    pub fn new(enabled: bool) -> Self {
+        Metrics {
+            enabled,
+            ..Default::default()
+        }
+    }
+
+    /// Whether anything is recorded.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The counters of `topic` (recorded or not).
+    pub fn topic(&self, topic: &Topic) -> Arc<TopicCounters> {
+        if let Some(c) = self.topics.read().unwrap_or_else(|e| e.into_inner()).get(topic) {
+            return c.clone();
+        }
+        self.topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(topic.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Counts a publish accepted by the router.
+    #[inline]
+    pub fn published(&self, topic: &Topic) {
+        if self.enabled {
+            self.topic(topic).published.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts deliveries into subscriber queues, and messages pushed out of full ones.
+    #[inline]
+    pub fn delivered(&self, topic: &Topic, delivered: u64, dropped: u64) {
+        if self.enabled && (delivered | dropped) != 0 {
+            let c = self.topic(topic);
+            c.delivered.fetch_add(delivered, Ordering::Relaxed);
+            c.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a publish that matched no route.
+    pub fn unrouted(&self, topic: &Topic) {
+        self.unrouted.fetch_add(1, Ordering::Relaxed);
+        if self.enabled {
+            self.topic(topic).dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Publishes that matched no route (counted even when metrics are off).
+    pub fn unrouted_total(&self) -> u64 {
+        self.unrouted.load(Ordering::Relaxed)
+    }
+
+    /// Follows a subscription's lag counter while it lives.
+    pub fn track_subscription(&self, pattern: &Pattern, counters: &Arc<QueueCounters>) {
+        if self.enabled {
+            let mut subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+            subs.retain(|(_, w)| w.strong_count() > 0);
+            subs.push((pattern.clone(), Arc::downgrade(counters)));
+        }
+    }
+
+    /// Records one request's outcome and latency.
+    pub fn request<T>(&self, topic: &Topic, elapsed: Duration, outcome: &Result<T, RequestError>) {
+        if !self.enabled {
+            return;
+        }
+        let stats = {
+            let found = self
+                .requests
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(topic)
+                .cloned();
+            match found {
+                Some(s) => s,
+                None => self
+                    .requests
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(topic.clone())
+                    .or_default()
+                    .clone(),
+            }
+        };
+        let counter = match outcome {
+            Ok(_) => &stats.ok,
+            Err(RequestError::Handler { .. }) => &stats.handler_error,
+            Err(RequestError::TimedOut { .. }) => &stats.timed_out,
+            Err(e) if e.is_no_responder() => &stats.no_responder,
+            Err(_) => &stats.other_error,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let us = elapsed.as_micros().min(u64::MAX as u128) as u64;
+        if let Some(i) = LATENCY_BUCKETS_US.iter().position(|b| us <= *b) {
+            stats.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        stats.sum_us.fetch_add(us, Ordering::Relaxed);
+        stats.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition of everything recorded.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<&Topic> = topics.keys().collect();
+        names.sort();
+        for (metric, help, pick) in [
+            ("telamon_published_total", "Publishes accepted by the router.", 0),
+            ("telamon_delivered_total", "Messages placed in subscriber queues.", 1),
+            ("telamon_dropped_total", "Messages lost to full drop-oldest queues or unrouted drops.", 2),
+        ] {
+            let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
+            for t in &names {
+                let c = &topics[*t];
+                let v = [&c.published, &c.delivered, &c.dropped][pick].load(Ordering::Relaxed);
+                let _ = writeln!(out, "{metric}{{topic=\"{}\"}} {v}", escape(t.as_str()));
+            }
+        }
+        drop(topics);
+        let _ = writeln!(
+            out,
+            "# HELP telamon_unrouted_total Publishes that matched no route.\n# TYPE telamon_unrouted_total counter\ntelamon_unrouted_total {}",
+            self.unrouted_total()
+        );
+        let mut lag: Vec<(String, u64)> = Vec::new();
+        for (p, w) in self.subscriptions.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if let Some(c) = w.upgrade() {
+                match lag.iter_mut().find(|(n, _)| n == p.as_str()) {
+                    Some(e) => e.1 += c.lagged(),
+                    None => lag.push((p.as_str().to_owned(), c.lagged())),
+                }
+            }
+        }
+        lag.sort();
+        let _ = writeln!(
+            out,
+            "# HELP telamon_lagged Messages live drop-oldest subscriptions missed, by pattern.\n# TYPE telamon_lagged gauge"
+        );
+        for (p, v) in lag {
+            let _ = writeln!(out, "telamon_lagged{{pattern=\"{}\"}} {v}", escape(&p));
+        }
+        let requests = self.requests.read().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<&Topic> = requests.keys().collect();
+        names.sort();
+        let _ = writeln!(
+            out,
+            "# HELP telamon_requests_total Requests by topic and outcome.\n# TYPE telamon_requests_total counter"
+        );
+        for t in &names {
+            let s = &requests[*t];
+            for (outcome, c) in [
+                ("ok", &s.ok),
+                ("handler-error", &s.handler_error),
+                ("timed-out", &s.timed_out),
+                ("no-responder", &s.no_responder),
+                ("error", &s.other_error),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "telamon_requests_total{{topic=\"{}\",outcome=\"{outcome}\"}} {}",
+                    escape(t.as_str()),
+                    c.load(Ordering::Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP telamon_request_latency_seconds Request round-trip time.\n# TYPE telamon_request_latency_seconds histogram"
+        );
+        for t in &names {
+            let s = &requests[*t];
+            let topic = escape(t.as_str());
+            let mut cumulative = 0;
+            for (i, bound) in LATENCY_BUCKETS_US.iter().enumerate() {
+                cumulative += s.buckets[i].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "telamon_request_latency_seconds_bucket{{topic=\"{topic}\",le=\"{}\"}} {cumulative}",
+                    *bound as f64 / 1e6
+                );
+            }
+            let count = s.count.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "telamon_request_latency_seconds_bucket{{topic=\"{topic}\",le=\"+Inf\"}} {count}\ntelamon_request_latency_seconds_sum{{topic=\"{topic}\"}} {}\ntelamon_request_latency_seconds_count{{topic=\"{topic}\"}} {count}",
+                s.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+            );
+        }
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}

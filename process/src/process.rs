@@ -1,0 +1,327 @@
+//! Assembling a process from registered modules and config, and running it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use config::Config;
+use telamon_sdk::{Context, Lifecycle, Message, MessageBus, Module};
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{Bus, BusClass, BusStats};
+use crate::error::{ConfigError, ProcessError};
+use crate::in_memory_bus::InMemoryClass;
+use crate::metrics::Metrics;
+use crate::metrics_endpoint;
+use crate::process_config::ProcessConfig;
+use crate::registration::{BuildError, Instance, Registration};
+use crate::router::Router;
+use crate::signal::shutdown_signal;
+
+/// A process being assembled: config, module classes, bus classes.
+///
+/// ```no_run
+/// # use telamon_process::{ConfigLoader, Process};
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = ConfigLoader::new().embedded("[module.x]\n").load()?;
+/// Process::<serde_json::Value>::new(config)
+///     // .module::<MyModule>()
+///     .run()
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub struct Process<M> {
+    config: Config,
+    registrations: Vec<Registration<M>>,
+    bus_classes: Vec<Arc<dyn BusClass<M>>>,
+}
+
+impl<M: 'static> std::fmt::Debug for Process<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("modules", &self.registrations.iter().map(|r| r.name).collect::<Vec<_>>())
+            .field("bus_classes", &self.bus_classes.iter().map(|b| b.name()).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl<M: Message> Process<M> {
+    /// A process over `config` (see [`ConfigLoader`](crate::ConfigLoader)), with
+    /// the `in-memory` bus class and no modules.
+    pub fn new(config: Config) -> Self {
+        Process {
+            config,
+            registrations: Vec::new(),
+            bus_classes: vec![Arc::new(InMemoryClass)],
+        }
+    }
+
+    /// Registers module class `T`. Instances are made for each `[module.<id>]`
+    /// whose `class` (or id) is `T::NAME`, and initialised in registration order.
+    pub fn module<T: Module<M>>(mut self) -> Self {
+        self.registrations.push(Registration::of::<T>());
+        self
+    }
+
+    /// Registers a bus class (e.g. RabbitMQ) for `[message-bus.<id>] class = "…"`.
+    pub fn bus_class(mut self, class: impl BusClass<M>) -> Self {
+        self.bus_classes.push(Arc::new(class));
+        self
+    }
+
+    /// Checks the config, builds buses and modules, initialises the modules in
+    /// order and starts their tasks.
+    pub async fn start(self) -> Result<RunningProcess<M>, ProcessError> {
+        for (i, r) in self.registrations.iter().enumerate() {
+            if self.registrations[..i].iter().any(|o| o.name == r.name) {
+                return Err(ProcessError::DuplicateClass(r.name.to_owned()));
+            }
+        }
+        let spec = ProcessConfig::parse(&self.config)?;
+        for m in &spec.modules {
+            if !self.registrations.iter().any(|r| r.name == m.class) {
+                let known: Vec<&str> = self.registrations.iter().map(|r| r.name).collect();
+                let key = if m.class == m.id {
+                    format!("module.{}", m.id)
+                } else {
+                    format!("module.{}.class", m.id)
+                };
+                return Err(ConfigError::invalid(
+                    key,
+                    format!(
+                        "no registered module class `{}` (registered: {})",
+                        m.class,
+                        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                    ),
+                )
+                .into());
+            }
+        }
+        let metrics = Arc::new(Metrics::new(spec.metrics.is_some()));
+        let mut buses: Vec<Arc<dyn Bus<M>>> = Vec::new();
+        for b in &spec.buses {
+            let Some(class) = self.bus_classes.iter().find(|c| c.name() == b.class) else {
+                let known: Vec<&str> = self.bus_classes.iter().map(|c| c.name()).collect();
+                return Err(ConfigError::invalid(
+                    format!("message-bus.{}.class", b.id),
+                    format!("unknown bus class `{}` (available: {})", b.class, known.join(", ")),
+                )
+                .into());
+            };
+            buses.push(class.build(&b.id, b.config.clone(), metrics.clone())?);
+        }
+        let routes = spec
+            .router
+            .routes
+            .iter()
+            .map(|r| {
+                let rb = r
+                    .buses
+                    .iter()
+                    .map(|id| {
+                        buses
+                            .iter()
+                            .find(|b| b.id() == id)
+                            .cloned()
+                            .expect("routes were checked against declared buses")
+                    })
+                    .collect();
+                (r.pattern.clone(), rb)
+            })
+            .collect();
+        let router = Arc::new(Router::new(
+            routes,
+            spec.router.request_timeout,
+            spec.router.unrouted,
+            metrics.clone(),
+        ));
+        let lifecycle = Arc::new(Lifecycle::new());
+
+        // Build every instance first, so a config error anywhere stops startup
+        // before any module has run.
+        let mut instances: Vec<(String, Box<dyn Instance<M>>)> = Vec::new();
+        for r in &self.registrations {
+            let mut any = false;
+            for m in spec.modules.iter().filter(|m| m.class == r.name) {
+                any = true;
+                match (r.build)(&m.id, m.config.clone()) {
+                    Ok(instance) => {
+                        tracing::debug!(module = %m.id, class = r.name, description = r.description, "built");
+                        instances.push((m.id.clone(), instance));
+                    }
+                    Err(BuildError::Config(e)) => return Err(e.into()),
+                    Err(BuildError::Module(e)) => {
+                        return Err(ProcessError::Module {
+                            module: m.id.clone(),
+                            message: e.to_string(),
+                        });
+                    }
+                }
+            }
+            if !any {
+                tracing::debug!(class = r.name, "module class registered but not configured");
+            }
+        }
+
+        let running = RunningProcess {
+            lifecycle: lifecycle.clone(),
+            router: router.clone(),
+            buses,
+            metrics: metrics.clone(),
+            metrics_address: None,
+            endpoint_stop: CancellationToken::new(),
+            shutdown_timeout: spec.process.shutdown_timeout,
+            modules: instances.iter().map(|(id, _)| id.clone()).collect(),
+        };
+        for (id, instance) in &instances {
+            let ctx = running.context(id.as_str());
+            tracing::debug!(module = %id, "initialising");
+            if let Err(e) = instance.init(ctx).await {
+                let module = id.clone();
+                running.stop().await;
+                return Err(ProcessError::Module {
+                    module,
+                    message: e.to_string(),
+                });
+            }
+        }
+        let mut running = running;
+        if let Some(m) = &spec.metrics {
+            match metrics_endpoint::serve(&m.address, metrics, running.endpoint_stop.clone()).await {
+                Ok(addr) => {
+                    tracing::info!(address = %addr, "metrics at http://{addr}/metrics");
+                    running.metrics_address = Some(addr);
+                }
+                Err(e) => {
+                    running.stop().await;
+                    return Err(ProcessError::Metrics {
+                        address: m.address.clone(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        lifecycle.mark_ready();
+        tracing::info!(modules = ?running.modules, "process started");
+        Ok(running)
+    }
+
+    /// Starts, runs until Ctrl-C, SIGTERM or a module's `request_stop`, then stops.
+    pub async fn run(self) -> Result<StopReport, ProcessError> {
+        let running = self.start().await?;
+        running.wait_for_stop().await;
+        Ok(running.stop().await)
+    }
+}
+
+/// A started process.
+pub struct RunningProcess<M> {
+    lifecycle: Arc<Lifecycle>,
+    router: Arc<Router<M>>,
+    buses: Vec<Arc<dyn Bus<M>>>,
+    metrics: Arc<Metrics>,
+    metrics_address: Option<SocketAddr>,
+    endpoint_stop: CancellationToken,
+    shutdown_timeout: Duration,
+    modules: Vec<String>,
+}
+
+impl<M: 'static> std::fmt::Debug for RunningProcess<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningProcess")
+            .field("modules", &self.modules)
+            .field("router", &self.router)
+            .field("lifecycle", &self.lifecycle)
+            .finish()
+    }
+}
+
+/// How a stop went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopReport {
+    /// Every task and handler ended within the shutdown timeout.
+    pub drained: bool,
+    /// Tasks still running at the deadline, which were aborted.
+    pub aborted: usize,
+    /// Module tasks or handlers that panicked during the process's life.
+    pub panics: u64,
+    /// How long the stop took.
+    pub elapsed: Duration,
+}
+
+impl<M: Message> RunningProcess<M> {
+    /// A context for code outside any module (tests, embedding applications).
+    pub fn context(&self, id: &str) -> Context<M> {
+        let bus: Arc<dyn MessageBus<M>> = self.router.clone();
+        Context::new(id, bus, self.lifecycle.clone())
+    }
+
+    /// Module instance ids, in init order.
+    pub fn modules(&self) -> &[String] {
+        &self.modules
+    }
+
+    /// Subscription and handler counts per bus.
+    pub fn bus_stats(&self) -> Vec<(String, BusStats)> {
+        self.buses.iter().map(|b| (b.id().to_owned(), b.stats())).collect()
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Where `/metrics` listens, when `[metrics]` is configured.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics_address
+    }
+
+    /// Module tasks and handler loops still running.
+    pub fn task_count(&self) -> usize {
+        self.lifecycle.tracker().len()
+    }
+
+    /// Module tasks or handlers that panicked so far.
+    pub fn panics(&self) -> u64 {
+        self.lifecycle.panics()
+    }
+
+    /// Asks the process to stop, as a signal would.
+    pub fn request_stop(&self) {
+        self.lifecycle.request_stop();
+    }
+
+    /// Waits for Ctrl-C, SIGTERM or a stop request.
+    pub async fn wait_for_stop(&self) {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = self.lifecycle.stop_requested() => tracing::info!("stop requested; stopping"),
+        }
+    }
+
+    /// Stops: cancels tasks, lets handlers finish what is in flight within
+    /// `[process] shutdown-timeout`, aborts what is left, closes the buses.
+    pub async fn stop(self) -> StopReport {
+        let started = Instant::now();
+        self.lifecycle.cancel();
+        self.endpoint_stop.cancel();
+        let drained = tokio::time::timeout(self.shutdown_timeout, self.lifecycle.tracker().wait())
+            .await
+            .is_ok();
+        let aborted = if drained { 0 } else { self.lifecycle.abort_all() };
+        if !drained {
+            tracing::warn!(aborted, timeout = ?self.shutdown_timeout, "tasks still running at the shutdown deadline were aborted");
+        }
+        for bus in &self.buses {
+            bus.shutdown().await;
+        }
+        let report = StopReport {
+            drained,
+            aborted,
+            panics: self.lifecycle.panics(),
+            elapsed: started.elapsed(),
+        };
+        tracing::info!(?report, "process stopped");
+        report
+    }
+}

@@ -1,0 +1,210 @@
+//! The router: sends each topic to the buses of the first route that matches it.
+//!
+//! - **Publish**: first matching route wins (config order); the message goes to
+//!   every bus of that route. No route: `PublishError::NoRoute`, or a counted,
+//!   logged drop under `unrouted = "drop"`. Never a silent `Ok`.
+//! - **Subscribe / handle**: the subscription listens on every bus of every
+//!   route that can carry a topic matching its pattern (pattern overlap, not
+//!   literal comparison), all through one queue. A pattern no route can carry
+//!   is an error.
+//! - **Request**: first matching route; its buses are asked in order, and the
+//!   first that has a handler takes it. No route or no handler fails at once.
+//!
+//! A topic routed to two buses reaches a subscriber listening on both twice;
+//! that is what routing to two buses means.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use telamon_sdk::{
+    BoxFuture, HandleOptions, MessageBus, Pattern, Publish, PublishError, RequestError, RequestQueue,
+    SubscribeError, SubscribeOptions, Subscription, Topic, queue, request_queue,
+};
+
+use crate::bus::Bus;
+use crate::metrics::Metrics;
+use crate::process_config::Unrouted;
+
+struct Route<M> {
+    pattern: Pattern,
+    buses: Vec<Arc<dyn Bus<M>>>,
+}
+
+/// Routes topics to buses; what every module [`Context`](telamon_sdk::Context) talks to.
+pub struct Router<M> {
+    routes: Vec<Route<M>>,
+    request_timeout: Duration,
+    unrouted: Unrouted,
+    metrics: Arc<Metrics>,
+}
+
+impl<M: 'static> std::fmt::Debug for Router<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let routes: Vec<(String, Vec<&str>)> = self
+            .routes
+            .iter()
+            .map(|r| (r.pattern.to_string(), r.buses.iter().map(|b| b.id()).collect()))
+            .collect();
+        f.debug_struct("Router")
+            .field("routes", &routes)
+            .field("request_timeout", &self.request_timeout)
+            .field("unrouted", &self.unrouted)
+            .finish()
+    }
+}
+
+impl<M: Send + Sync + 'static> Router<M> {
+    /// A router over `routes` (pattern → buses, first match wins).
+    pub fn new(
+        routes: Vec<(Pattern, Vec<Arc<dyn Bus<M>>>)>,
+        request_timeout: Duration,
+        unrouted: Unrouted,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Router {
+            routes: routes
+                .into_iter()
+                .map(|(pattern, buses)| Route { pattern, buses })
+                .collect(),
+            request_timeout,
+            unrouted,
+            metrics,
+        }
+    }
+
+    fn route_for(&self, topic: &Topic) -> Option<&Route<M>> {
+        self.routes.iter().find(|r| r.pattern.matches(topic.as_str()))
+    }
+
+    /// Every bus that can carry a topic matching `pattern`, each once, in route order.
+    fn buses_for(&self, pattern: &Pattern) -> Vec<Arc<dyn Bus<M>>> {
+        let mut out: Vec<Arc<dyn Bus<M>>> = Vec::new();
+        for route in self.routes.iter().filter(|r| r.pattern.overlaps(pattern)) {
+            for bus in &route.buses {
+                if !out.iter().any(|b| Arc::ptr_eq(b, bus)) {
+                    out.push(bus.clone());
+                }
+            }
+        }
+        out
+    }
+}
+
+impl<M: Send + Sync + 'static> MessageBus<M> for Router<M> {
+    fn publish(&self, topic: Topic, message: Arc<M>) -> Publish<'_> {
+        let Some(route) = self.route_for(&topic) else {
+            self.metrics.unrouted(&topic);
+            return match self.unrouted {
+                Unrouted::Error => Publish::ready(Err(PublishError::NoRoute {
+                    topic: topic.to_string(),
+                })),
+                Unrouted::Drop => {
+                    tracing::warn!(topic = %topic, "no route matches; message dropped (unrouted = \"drop\")");
+                    Publish::ready(Ok(()))
+                }
+            };
+        };
+        self.metrics.published(&topic);
+        if let [bus] = route.buses.as_slice() {
+            return bus.publish(topic, message);
+        }
+        let publishes: Vec<Publish<'_>> = route
+            .buses
+            .iter()
+            .map(|b| b.publish(topic.clone(), message.clone()))
+            .collect();
+        Publish::pending(async move {
+            let mut first_error = None;
+            for p in publishes {
+                if let Err(e) = p.await {
+                    first_error.get_or_insert(e);
+                }
+            }
+            first_error.map_or(Ok(()), Err)
+        })
+    }
+
+    fn subscribe(
+        &self,
+        pattern: Pattern,
+        options: SubscribeOptions,
+    ) -> BoxFuture<'_, Result<Subscription<M>, SubscribeError>> {
+        Box::pin(async move {
+            let buses = self.buses_for(&pattern);
+            let Some(first) = buses.first() else {
+                return Err(SubscribeError::NoRoute {
+                    pattern: pattern.to_string(),
+                });
+            };
+            let defaults = first.defaults();
+            let (sender, mut subscription) = queue(
+                pattern.clone(),
+                options.capacity_or(defaults.capacity),
+                options.policy_or(defaults.policy),
+            );
+            self.metrics.track_subscription(&pattern, sender.counters());
+            for bus in &buses {
+                let guard = bus.subscribe(pattern.clone(), sender.clone()).await?;
+                subscription.attach(guard);
+            }
+            Ok(subscription)
+        })
+    }
+
+    fn handle(
+        &self,
+        pattern: Pattern,
+        options: HandleOptions,
+    ) -> BoxFuture<'_, Result<RequestQueue<M>, SubscribeError>> {
+        Box::pin(async move {
+            let buses = self.buses_for(&pattern);
+            let Some(first) = buses.first() else {
+                return Err(SubscribeError::NoRoute {
+                    pattern: pattern.to_string(),
+                });
+            };
+            let capacity = options.capacity_or(first.defaults().request_capacity);
+            let (sender, mut queue) = request_queue(pattern.clone(), capacity);
+            for bus in &buses {
+                let guard = bus.handle(pattern.clone(), sender.clone()).await?;
+                queue.attach(guard);
+            }
+            Ok(queue)
+        })
+    }
+
+    fn request(
+        &self,
+        topic: Topic,
+        message: Arc<M>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Arc<M>, RequestError>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = match self.route_for(&topic) {
+                None => Err(RequestError::NoRoute {
+                    topic: topic.to_string(),
+                }),
+                Some(route) => {
+                    let mut result = Err(RequestError::NoResponder {
+                        topic: topic.to_string(),
+                    });
+                    for bus in &route.buses {
+                        let left = timeout.saturating_sub(started.elapsed());
+                        result = bus.request(topic.clone(), message.clone(), left).await;
+                        if !matches!(result, Err(RequestError::NoResponder { .. })) {
+                            break;
+                        }
+                    }
+                    result
+                }
+            };
+            self.metrics.request(&topic, started.elapsed(), &result);
+            result
+        })
+    }
+
+    fn default_request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+}

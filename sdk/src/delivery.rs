@@ -1,0 +1,46 @@
+//! One message as a subscriber receives it.
+
+use std::sync::Arc;
+
+use crate::topic::Topic;
+
+/// A message and the topic it was published on.
+///
+/// On the in-process bus every subscriber's `Delivery` points at the same
+/// `Arc<M>`: nothing is serialised or cloned per subscriber.
+#[derive(Debug)]
+pub struct Delivery<M> {
+    topic: Topic,
+    message: Arc<M>,
+}
+
+impl<M> Clone for Delivery<M> {
+    fn clone(&self) -> Self {
+        Delivery {
+            topic: self.topic.clone(),
+            message: self.message.clone(),
+        }
+    }
+}
+
+impl<M> Delivery<M> {
+    /// Pairs a topic with a message (for bus implementations).
+    pub fn new(topic: Topic, message: Arc<M>) -> Self {
+        Delivery { topic, message }
+    }
+
+    /// The topic the message was published on.
+    pub fn topic(&self) -> &Topic {
+        &self.topic
+    }
+
+    /// The shared message.
+    pub fn message(&self) -> &Arc<M> {
+        &self.message
+    }
+
+    /// Splits into topic and message.
+    pub fn into_parts(self) -> (Topic, Arc<M>) {
+        (self.topic, self.message)
+    }
+}

@@ -1,0 +1,95 @@
+//! Everything a Telamon module author needs, and nothing else.
+//!
+//! A module subscribes to topics, answers requests and publishes, through a
+//! [`Context`]. It never calls another module, and it never knows which bus —
+//! in-process or RabbitMQ — carries its messages: the process's router decides
+//! that from config.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use serde::{Deserialize, Serialize};
+//! use telamon_sdk::{module, Context, HandlerError, ModuleError};
+//!
+//! #[derive(Debug, Clone, Serialize, Deserialize)]
+//! pub enum Msg {
+//!     Reading(f64),
+//!     Total(f64),
+//! }
+//!
+//! /// Sums readings; answers `sum.total` with the running total.
+//! #[derive(Default, Deserialize)]
+//! #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+//! pub struct Summer {
+//!     pattern: String,
+//!     #[serde(skip)]
+//!     total: std::sync::Mutex<f64>,
+//! }
+//!
+//! #[module(name = "summer", message = Msg, description = "sums readings")]
+//! impl Summer {
+//!     async fn init(self: Arc<Self>, ctx: Context<Msg>) -> Result<(), ModuleError> {
+//!         let mut readings = ctx.subscribe(self.pattern.as_str()).await?;
+//!         let me = self.clone();
+//!         ctx.run(async move {
+//!             while let Some(d) = readings.recv().await {
+//!                 if let Msg::Reading(x) = **d.message() {
+//!                     *me.total.lock().unwrap() += x;
+//!                 }
+//!             }
+//!         });
+//!         let me = self.clone();
+//!         ctx.handle("sum.total", move |_req| {
+//!             let total = *me.total.lock().unwrap();
+//!             async move { Ok::<_, HandlerError>(Msg::Total(total)) }
+//!         })
+//!         .await?;
+//!         Ok(())
+//!     }
+//! }
+//! ```
+//!
+//! A process (crate `telamon-process`) registers it with `.module::<Summer>()`
+//! and gives it config in `[module.summer] pattern = "sensor.#"`.
+//!
+//! # What is where
+//!
+//! | item | what |
+//! |---|---|
+//! | [`Module`], [`module`] | the trait, and the attribute for the common case |
+//! | [`Context`] | publish, subscribe, request, handle, run tasks, stop |
+//! | [`Topic`], [`Pattern`] | dot-separated words; `*` one word, `#` zero or more (AMQP) |
+//! | [`Subscription`], [`SubscribeOptions`], [`FullPolicy`] | bounded queues and what happens when full |
+//! | [`RequestError`], [`HandlerError`] | typed request failures: timed out, no responder, handler error |
+//! | [`MessageBus`] and the queue types | the seam buses implement (for `telamon-process`) |
+
+mod bus;
+mod context;
+mod delivery;
+mod drop_guard;
+mod error;
+mod lifecycle;
+mod message;
+mod module;
+mod pattern;
+mod request;
+mod subscription;
+mod topic;
+
+pub use bus::{BoxFuture, MessageBus, Publish};
+pub use context::{Context, TaskOutput};
+pub use delivery::Delivery;
+pub use drop_guard::DropGuard;
+pub use error::{HandlerError, ModuleError, PublishError, RequestError, SubscribeError, TopicError};
+pub use lifecycle::Lifecycle;
+pub use message::Message;
+pub use module::Module;
+pub use pattern::{IntoPattern, Pattern};
+pub use request::{
+    DEFAULT_HANDLER_CONCURRENCY, HandleOptions, Reply, Request, RequestQueue, RequestSender, Responder,
+    request_queue,
+};
+pub use subscription::{
+    FullPolicy, QueueCounters, SubscribeOptions, Subscription, SubscriptionSender, TryDeliver, queue,
+};
+pub use telamon_sdk_macros::module;
+pub use topic::{IntoTopic, MAX_TOPIC_LEN, Topic};
