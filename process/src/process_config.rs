@@ -252,7 +252,7 @@ pub fn typed<T: DeserializeOwned>(key: &str, value: Value) -> Result<T, ConfigEr
         .map_err(|e| ConfigError::invalid(key, e.to_string()))
 }
 
-/// The `<id> = table` entries of a section such as `[module.*]`, in config order.
+/// The `<id> = table` entries of a section such as `[module.*]`, sorted by id.
 fn tables(section: &str, value: Option<&Value>) -> Result<Vec<(String, Value)>, ConfigError> {
     let Some(value) = value else {
         return Ok(Vec::new());
@@ -272,6 +272,9 @@ fn tables(section: &str, value: Option<&Value>) -> Result<Vec<(String, Value)>, 
         }
         out.push((id, v));
     }
+    // Tables come from a hash map: sort so that instances of one class init in
+    // a stable (alphabetical id) order.
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 
@@ -281,7 +284,7 @@ fn split_class(key: &str, value: Value) -> Result<(Option<String>, Value), Confi
     let mut table = value
         .into_table()
         .map_err(|_| ConfigError::invalid(key, "must be a table"))?;
-    let class = match table.shift_remove("class") {
+    let class = match table.remove("class") {
         None => None,
         Some(v) => Some(
             v.into_string()

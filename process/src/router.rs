@@ -191,7 +191,10 @@ impl<M: Send + Sync + 'static> MessageBus<M> for Router<M> {
                     });
                     for bus in &route.buses {
                         let left = timeout.saturating_sub(started.elapsed());
-                        result = bus.request(topic.clone(), message.clone(), left).await;
+                        result = match bus.request(topic.clone(), message.clone(), left).await {
+                            Err(RequestError::TimedOut { topic, .. }) => Err(RequestError::TimedOut { topic, after: timeout }),
+                            other => other,
+                        };
                         if !matches!(result, Err(RequestError::NoResponder { .. })) {
                             break;
                         }

@@ -1,0 +1,136 @@
+//! The same scenarios through the published Caryatid 0.14 crates: its `Process`,
+//! routing bus and in-memory bus, driven through the `Context` its modules get.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use caryatid_sdk::{Context, Module, ModuleRegistry};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+
+use crate::measurement::Measurement;
+use crate::message::{BenchMsg, now_ns};
+use crate::request_clock::RequestClock;
+
+const SYSTEM: &str = "caryatid";
+
+/// A Caryatid module that hands its context to the benchmark.
+struct Harness {
+    context: Mutex<Option<Arc<Context<BenchMsg>>>>,
+}
+
+#[caryatid_sdk::async_trait]
+impl Module<BenchMsg> for Harness {
+    async fn init(&self, context: Arc<Context<BenchMsg>>, _config: Arc<config::Config>) -> anyhow::Result<()> {
+        *self.context.lock().expect("harness lock") = Some(context);
+        Ok(())
+    }
+
+    fn get_name(&self) -> &'static str {
+        "harness"
+    }
+
+    fn get_description(&self) -> &'static str {
+        "benchmark harness"
+    }
+}
+
+async fn start(queue: usize) -> anyhow::Result<(caryatid_process::RunningProcess<BenchMsg>, Arc<Context<BenchMsg>>)> {
+    let toml = format!(
+        "[module.harness]\n\n[message-router]\nrequest-timeout = 1\n\n[message-bus.internal]\nclass = \"in-memory\"\nsubscriber-queue-size = {queue}\n\n[[message-router.route]]\npattern = \"#\"\nbus = \"internal\"\n"
+    );
+    let config = config::Config::builder()
+        .add_source(config::File::from_str(&toml, config::FileFormat::Toml))
+        .build()?;
+    let harness = Arc::new(Harness {
+        context: Mutex::new(None),
+    });
+    let mut process = caryatid_process::Process::<BenchMsg>::create(Arc::new(config)).await;
+    process.register(harness.clone());
+    let running = process.start().await?;
+    let context = harness
+        .context
+        .lock()
+        .expect("harness lock")
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("caryatid did not initialise the harness"))?;
+    Ok((running, context))
+}
+
+pub(crate) async fn fan_out(scenario: &'static str, patterns: &[&str], n: u64, queue: usize) -> anyhow::Result<Measurement> {
+    let (running, ctx) = start(queue).await?;
+    let mut receivers = Vec::new();
+    for p in patterns {
+        let mut sub = ctx.subscribe(p).await?;
+        receivers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(n as usize);
+            while let Ok((_topic, m)) = sub.read().await {
+                latencies.push(now_ns() - m.sent_ns);
+                if latencies.len() as u64 == n {
+                    break;
+                }
+            }
+            (latencies, Instant::now())
+        }));
+    }
+    let started = Instant::now();
+    for i in 0..n {
+        ctx.publish("perf.test", Arc::new(BenchMsg::new(i))).await?;
+    }
+    let mut all = Vec::new();
+    let mut end = started;
+    for r in receivers {
+        let (lat, at) = r.await?;
+        anyhow::ensure!(lat.len() as u64 == n, "a subscriber got {} of {n}", lat.len());
+        all.extend(lat);
+        end = end.max(at);
+    }
+    let m = Measurement::throughput(scenario, SYSTEM, n * patterns.len() as u64, end - started, &mut all);
+    running.stop().await?;
+    Ok(m)
+}
+
+pub(crate) async fn request(n: u64, in_flight: usize) -> anyhow::Result<Measurement> {
+    let (running, ctx) = start(1024).await?;
+    let _handler = ctx.handle("perf.request", |m| async move { m });
+    // Caryatid's handler subscribes from a spawned task, so the first requests
+    // may go unheard (each then times out after 1 s): probe until one is answered.
+    let mut answered = false;
+    for _ in 0..5 {
+        if ctx.request("perf.request", Arc::new(BenchMsg::new(0))).await.is_ok() {
+            answered = true;
+            break;
+        }
+    }
+    anyhow::ensure!(answered, "caryatid handler never answered");
+    let mut clock = RequestClock::new(n);
+    let mut pending = FuturesUnordered::new();
+    let mut sent = 0;
+    while clock.done() < n {
+        while sent < n && pending.len() < in_flight {
+            let ctx = &ctx;
+            let msg = Arc::new(BenchMsg::new(sent));
+            pending.push(async move {
+                let t = now_ns();
+                ctx.request("perf.request", msg).await.map(|_| now_ns() - t)
+            });
+            sent += 1;
+        }
+        if let Some(rtt) = pending.next().await {
+            clock.record(rtt?);
+        }
+    }
+    drop(pending);
+    let m = clock.finish("inproc-request", SYSTEM);
+    running.stop().await?;
+    Ok(m)
+}
+
+pub(crate) async fn idle() -> anyhow::Result<()> {
+    let (running, ctx) = start(1024).await?;
+    let _sub = ctx.subscribe("idle.#").await?;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    println!("{}", crate::measurement::rss_mb());
+    running.stop().await?;
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! One result line, latency percentiles and the process's memory.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// One scenario × system result.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Measurement {
+    pub(crate) scenario: &'static str,
+    pub(crate) system: &'static str,
+    pub(crate) msgs_per_s: Option<f64>,
+    pub(crate) p50_us: Option<f64>,
+    pub(crate) p99_us: Option<f64>,
+    pub(crate) rss_mb: Option<f64>,
+    /// Request scenarios: rate over the first and the last 10 % of requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) first_tenth_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) last_tenth_per_s: Option<f64>,
+    /// How many messages or requests the figure is over.
+    pub(crate) count: Option<u64>,
+}
+
+impl Measurement {
+    pub(crate) fn throughput(
+        scenario: &'static str,
+        system: &'static str,
+        count: u64,
+        elapsed: Duration,
+        latencies_ns: &mut [u64],
+    ) -> Self {
+        let (p50, p99) = percentiles(latencies_ns);
+        Measurement {
+            scenario,
+            system,
+            msgs_per_s: Some(count as f64 / elapsed.as_secs_f64()),
+            p50_us: p50,
+            p99_us: p99,
+            rss_mb: Some(rss_mb()),
+            first_tenth_per_s: None,
+            last_tenth_per_s: None,
+            count: Some(count),
+        }
+    }
+}
+
+/// p50 and p99 in microseconds.
+pub(crate) fn percentiles(latencies_ns: &mut [u64]) -> (Option<f64>, Option<f64>) {
+    if latencies_ns.is_empty() {
+        return (None, None);
+    }
+    latencies_ns.sort_unstable();
+    let at = |q: f64| {
+        let i = ((latencies_ns.len() as f64 - 1.0) * q).round() as usize;
+        Some(latencies_ns[i] as f64 / 1000.0)
+    };
+    (at(0.50), at(0.99))
+}
+
+/// Resident set size of this process, in MB (Linux; 0 elsewhere).
+pub(crate) fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<f64>().ok()))
+        .map_or(0.0, |pages| pages * 4096.0 / 1_000_000.0)
+}

@@ -1,0 +1,108 @@
+//! The scenarios through Telamon's public API: `Process` → `Context` → router → in-memory bus.
+
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use telamon_process::{ConfigLoader, Process, RunningProcess};
+use telamon_sdk::{HandlerError, Topic};
+
+use crate::measurement::Measurement;
+use crate::message::{BenchMsg, now_ns};
+use crate::request_clock::RequestClock;
+
+const SYSTEM: &str = "telamon";
+
+async fn start(queue: usize) -> anyhow::Result<RunningProcess<BenchMsg>> {
+    let config = ConfigLoader::new()
+        .embedded(format!(
+            "[message-bus.internal]\nclass = \"in-memory\"\nsubscriber-queue-size = {queue}\n\n[[message-router.route]]\npattern = \"#\"\nbus = \"internal\"\n"
+        ))
+        .env_prefix(None)
+        .load()?;
+    Ok(Process::<BenchMsg>::new(config).start().await?)
+}
+
+/// One publisher, one subscriber per pattern; every subscriber gets all `n` messages.
+pub(crate) async fn fan_out(
+    scenario: &'static str,
+    patterns: &[&str],
+    n: u64,
+    queue: usize,
+) -> anyhow::Result<Measurement> {
+    let process = start(queue).await?;
+    let ctx = process.context("bench");
+    let mut receivers = Vec::new();
+    for p in patterns {
+        let mut sub = ctx.subscribe(*p).await?;
+        receivers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(n as usize);
+            while let Some(d) = sub.recv().await {
+                latencies.push(now_ns() - d.message().sent_ns);
+                if latencies.len() as u64 == n {
+                    break;
+                }
+            }
+            (latencies, Instant::now())
+        }));
+    }
+    let topic = Topic::new("perf.test")?;
+    let started = Instant::now();
+    for i in 0..n {
+        ctx.publish(&topic, BenchMsg::new(i)).await?;
+    }
+    let mut all = Vec::new();
+    let mut end = started;
+    for r in receivers {
+        let (lat, at) = r.await?;
+        anyhow::ensure!(lat.len() as u64 == n, "a subscriber got {} of {n}", lat.len());
+        all.extend(lat);
+        end = end.max(at);
+    }
+    let total = n * patterns.len() as u64;
+    let m = Measurement::throughput(scenario, SYSTEM, total, end - started, &mut all);
+    process.stop().await;
+    Ok(m)
+}
+
+/// One requester keeping `in_flight` echo requests outstanding.
+pub(crate) async fn request(n: u64, in_flight: usize) -> anyhow::Result<Measurement> {
+    let process = start(1024).await?;
+    let ctx = process.context("bench");
+    ctx.handle("perf.request", |m| async move { Ok::<_, HandlerError>(m) })
+        .await?;
+    let topic = Topic::new("perf.request")?;
+    let mut clock = RequestClock::new(n);
+    let mut pending = FuturesUnordered::new();
+    let mut sent = 0;
+    while clock.done() < n {
+        while sent < n && pending.len() < in_flight {
+            let ctx = &ctx;
+            let topic = &topic;
+            let msg = BenchMsg::new(sent);
+            pending.push(async move {
+                let t = now_ns();
+                ctx.request(topic, msg).await.map(|_| now_ns() - t)
+            });
+            sent += 1;
+        }
+        if let Some(rtt) = pending.next().await {
+            clock.record(rtt?);
+        }
+    }
+    drop(pending);
+    let m = clock.finish("inproc-request", SYSTEM);
+    process.stop().await;
+    Ok(m)
+}
+
+/// Starts a process with one idle subscriber, for the idle-RSS figure.
+pub(crate) async fn idle() -> anyhow::Result<()> {
+    let process = start(1024).await?;
+    let ctx = process.context("idle");
+    let _sub = ctx.subscribe("idle.#").await?;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    println!("{}", crate::measurement::rss_mb());
+    process.stop().await;
+    Ok(())
+}
