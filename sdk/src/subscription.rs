@@ -165,9 +165,23 @@ impl<M: Send + Sync + 'static> SubscriptionSender<M> {
     }
 
     /// Delivers, waiting for room under `Wait`. `Err(())` when the subscriber is gone.
+    ///
+    /// A full queue makes the publisher wait until half of it is free again, not
+    /// just one slot: the publisher then refills it in a burst instead of being
+    /// woken once per message the subscriber takes.
     pub async fn deliver(&self, delivery: Delivery<M>) -> Result<(), ()> {
         match &self.kind {
-            SenderKind::Wait(tx) => tx.send(delivery).await.map_err(|_| ()),
+            SenderKind::Wait(tx) => {
+                let room = (tx.max_capacity() / 2).max(1);
+                let mut permits = tx.reserve_many(room).await.map_err(|_| ())?;
+                match permits.next() {
+                    Some(permit) => {
+                        permit.send(delivery);
+                        Ok(())
+                    }
+                    None => Err(()),
+                }
+            }
             SenderKind::DropOldest(tx, _) => tx.send(delivery).map(|_| ()).map_err(|_| ()),
         }
     }
@@ -186,8 +200,12 @@ impl<M: Send + Sync + 'static> SubscriptionSender<M> {
     }
 }
 
+/// How many queued messages a `Wait` subscription takes from its queue at once.
+const RECV_BATCH: usize = 64;
+
 enum ReceiverKind<M> {
-    Wait(mpsc::Receiver<Delivery<M>>),
+    /// The queue, and messages already taken from it in one batch (newest first).
+    Wait(mpsc::Receiver<Delivery<M>>, Vec<Delivery<M>>),
     DropOldest(broadcast::Receiver<Delivery<M>>),
 }
 
@@ -220,7 +238,10 @@ pub fn queue<M: Send + Sync + 'static>(
     let (kind, rx) = match policy {
         FullPolicy::Wait => {
             let (tx, rx) = mpsc::channel(capacity.max(1));
-            (SenderKind::Wait(tx), ReceiverKind::Wait(rx))
+            (
+                SenderKind::Wait(tx),
+                ReceiverKind::Wait(rx, Vec::with_capacity(RECV_BATCH)),
+            )
         }
         FullPolicy::DropOldest => {
             let cap = capacity.max(1).next_power_of_two();
@@ -246,7 +267,16 @@ impl<M: Send + Sync + 'static> Subscription<M> {
     /// The next message; `None` once every bus has closed this subscription.
     pub async fn recv(&mut self) -> Option<Delivery<M>> {
         match &mut self.rx {
-            ReceiverKind::Wait(rx) => rx.recv().await,
+            ReceiverKind::Wait(rx, taken) => {
+                if taken.is_empty() {
+                    // One wake-up for up to RECV_BATCH messages.
+                    if rx.recv_many(taken, RECV_BATCH).await == 0 {
+                        return None;
+                    }
+                    taken.reverse();
+                }
+                taken.pop()
+            }
             ReceiverKind::DropOldest(rx) => loop {
                 match rx.recv().await {
                     Ok(d) => return Some(d),
@@ -262,7 +292,7 @@ impl<M: Send + Sync + 'static> Subscription<M> {
     /// The next message if one is queued, without waiting.
     pub fn try_recv(&mut self) -> Option<Delivery<M>> {
         match &mut self.rx {
-            ReceiverKind::Wait(rx) => rx.try_recv().ok(),
+            ReceiverKind::Wait(rx, taken) => taken.pop().or_else(|| rx.try_recv().ok()),
             ReceiverKind::DropOldest(rx) => loop {
                 match rx.try_recv() {
                     Ok(d) => return Some(d),

@@ -35,9 +35,11 @@ impl Module<BenchMsg> for Harness {
     }
 }
 
-async fn start(queue: usize) -> anyhow::Result<(caryatid_process::RunningProcess<BenchMsg>, Arc<Context<BenchMsg>>)> {
+/// `queue: None` keeps Caryatid's own default subscriber queue (10).
+async fn start(queue: Option<usize>) -> anyhow::Result<(caryatid_process::RunningProcess<BenchMsg>, Arc<Context<BenchMsg>>)> {
+    let queue = queue.map_or(String::new(), |q| format!("subscriber-queue-size = {q}\n"));
     let toml = format!(
-        "[module.harness]\n\n[message-router]\nrequest-timeout = 1\n\n[message-bus.internal]\nclass = \"in-memory\"\nsubscriber-queue-size = {queue}\n\n[[message-router.route]]\npattern = \"#\"\nbus = \"internal\"\n"
+        "[module.harness]\n\n[message-router]\nrequest-timeout = 1\n\n[message-bus.internal]\nclass = \"in-memory\"\n{queue}\n[[message-router.route]]\npattern = \"#\"\nbus = \"internal\"\n"
     );
     let config = config::Config::builder()
         .add_source(config::File::from_str(&toml, config::FileFormat::Toml))
@@ -57,7 +59,15 @@ async fn start(queue: usize) -> anyhow::Result<(caryatid_process::RunningProcess
     Ok((running, context))
 }
 
-pub(crate) async fn fan_out(scenario: &'static str, patterns: &[&str], n: u64, queue: usize) -> anyhow::Result<Measurement> {
+/// `queue: None` runs Caryatid as configured by default (system `caryatid`);
+/// `Some(q)` with Telamon's queue depth (system `caryatid-q1024`).
+pub(crate) async fn fan_out(
+    scenario: &'static str,
+    patterns: &[&str],
+    n: u64,
+    queue: Option<usize>,
+) -> anyhow::Result<Measurement> {
+    let system = if queue.is_some() { "caryatid-q1024" } else { SYSTEM };
     let (running, ctx) = start(queue).await?;
     let mut receivers = Vec::new();
     for p in patterns {
@@ -85,13 +95,13 @@ pub(crate) async fn fan_out(scenario: &'static str, patterns: &[&str], n: u64, q
         all.extend(lat);
         end = end.max(at);
     }
-    let m = Measurement::throughput(scenario, SYSTEM, n * patterns.len() as u64, end - started, &mut all);
+    let m = Measurement::throughput(scenario, system, n * patterns.len() as u64, end - started, &mut all);
     running.stop().await?;
     Ok(m)
 }
 
 pub(crate) async fn request(n: u64, in_flight: usize) -> anyhow::Result<Measurement> {
-    let (running, ctx) = start(1024).await?;
+    let (running, ctx) = start(None).await?;
     let _handler = ctx.handle("perf.request", |m| async move { m });
     // Caryatid's handler subscribes from a spawned task, so the first requests
     // may go unheard (each then times out after 1 s): probe until one is answered.
@@ -127,7 +137,7 @@ pub(crate) async fn request(n: u64, in_flight: usize) -> anyhow::Result<Measurem
 }
 
 pub(crate) async fn idle() -> anyhow::Result<()> {
-    let (running, ctx) = start(1024).await?;
+    let (running, ctx) = start(None).await?;
     let _sub = ctx.subscribe("idle.#").await?;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     println!("{}", crate::measurement::rss_mb());

@@ -4,7 +4,9 @@
 //! Each scenario runs for every system in the same process, one after the other:
 //! `telamon` (through its public API), `baseline` (raw tokio channels: bounded
 //! mpsc per subscriber, mpsc + oneshot for requests) and `caryatid` (the
-//! published caryatid_process / caryatid_sdk 0.14 crates). With `--json` each
+//! published caryatid_process / caryatid_sdk 0.14 crates, with their default
+//! subscriber queue of 10; `caryatid-q1024` is the same with Telamon's queue
+//! depth, for an equal-queue comparison). With `--json` each
 //! result is one JSON line on stdout; the ratios against the targets go to stderr.
 //! `--quick` divides every count by 10 (for a smoke run).
 
@@ -18,7 +20,7 @@ mod telamon_system;
 use measurement::Measurement;
 
 const SCENARIOS: [&str; 4] = ["inproc-1to1", "inproc-fanout4", "inproc-request", "idle-rss"];
-/// Every in-process queue in every system holds this many messages.
+/// Telamon's default queue depth; the baseline uses the same.
 const QUEUE: usize = 1024;
 /// Requests one requester keeps outstanding.
 const IN_FLIGHT: usize = 16;
@@ -75,7 +77,8 @@ async fn scenario(name: &str, scale: u64) -> anyhow::Result<Vec<Measurement>> {
             vec![
                 telamon_system::fan_out(SCENARIOS[0], &["perf.test"], n, QUEUE).await?,
                 baseline_system::fan_out(SCENARIOS[0], 1, n, QUEUE).await?,
-                caryatid_system::fan_out(SCENARIOS[0], &["perf.test"], n / 2, QUEUE).await?,
+                caryatid_system::fan_out(SCENARIOS[0], &["perf.test"], n / 2, None).await?,
+                caryatid_system::fan_out(SCENARIOS[0], &["perf.test"], n / 2, Some(QUEUE)).await?,
             ]
         }
         "inproc-fanout4" => {
@@ -83,7 +86,8 @@ async fn scenario(name: &str, scale: u64) -> anyhow::Result<Vec<Measurement>> {
             vec![
                 telamon_system::fan_out(SCENARIOS[1], &FANOUT_PATTERNS, n, QUEUE).await?,
                 baseline_system::fan_out(SCENARIOS[1], 4, n, QUEUE).await?,
-                caryatid_system::fan_out(SCENARIOS[1], &FANOUT_PATTERNS, n / 2, QUEUE).await?,
+                caryatid_system::fan_out(SCENARIOS[1], &FANOUT_PATTERNS, n / 2, None).await?,
+                caryatid_system::fan_out(SCENARIOS[1], &FANOUT_PATTERNS, n / 2, Some(QUEUE)).await?,
             ]
         }
         "inproc-request" => vec![
@@ -147,7 +151,7 @@ fn report(m: &Measurement, json: bool) {
     }
     let f = |v: Option<f64>| v.map_or("-".to_owned(), |x| format!("{x:.1}"));
     println!(
-        "{:<16} {:<9} {:>14} msg/s  p50 {:>8} us  p99 {:>8} us  rss {:>6} MB{}",
+        "{:<16} {:<14} {:>10} msg/s  p50 {:>8} us  p99 {:>8} us  rss {:>6} MB{}",
         m.scenario,
         m.system,
         m.msgs_per_s.map_or("-".to_owned(), |x| format!("{x:.0}")),
@@ -170,11 +174,13 @@ fn summary(results: &[Measurement]) {
             .and_then(|m| m.msgs_per_s)
     };
     let check = |label: &str, ratio: Option<f64>, target: f64| {
-        if let Some(r) = ratio {
-            eprintln!(
-                "{label:<42} {r:>7.2}x  (target >= {target}x) {}",
+        match ratio {
+            Some(r) if target > 0.0 => eprintln!(
+                "{label:<44} {r:>7.2}x  (target >= {target}x) {}",
                 if r >= target { "ok" } else { "MISSED" }
-            );
+            ),
+            Some(r) => eprintln!("{label:<44} {r:>7.2}x  (for information)"),
+            None => {}
         }
     };
     let ratio = |s: &str, other: &str| Some(rate(s, "telamon")? / rate(s, other)?);
@@ -182,6 +188,9 @@ fn summary(results: &[Measurement]) {
     check("inproc-1to1 telamon / caryatid", ratio("inproc-1to1", "caryatid"), 3.0);
     check("inproc-fanout4 telamon / baseline", ratio("inproc-fanout4", "baseline"), 0.8);
     check("inproc-fanout4 telamon / caryatid", ratio("inproc-fanout4", "caryatid"), 4.0);
+    eprintln!("(equal queues, no target:)");
+    check("inproc-1to1 telamon / caryatid-q1024", ratio("inproc-1to1", "caryatid-q1024"), 0.0);
+    check("inproc-fanout4 telamon / caryatid-q1024", ratio("inproc-fanout4", "caryatid-q1024"), 0.0);
     check("inproc-request telamon / baseline", ratio("inproc-request", "baseline"), 0.8);
     if let Some(m) = results.iter().find(|m| m.scenario == "inproc-request" && m.system == "telamon") {
         if let (Some(a), Some(b)) = (m.first_tenth_per_s, m.last_tenth_per_s) {
@@ -191,7 +200,7 @@ fn summary(results: &[Measurement]) {
     if let Some(m) = results.iter().find(|m| m.scenario == "idle-rss" && m.system == "telamon") {
         if let Some(rss) = m.rss_mb {
             eprintln!(
-                "{:<42} {rss:>7.1} MB (target <= 20 MB) {}",
+                "{:<44} {rss:>7.1} MB (target <= 20 MB) {}",
                 "idle-rss telamon",
                 if rss <= 20.0 { "ok" } else { "MISSED" }
             );
