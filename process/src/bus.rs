@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use config::Value;
 use telamon_sdk::{
-    BoxFuture, DropGuard, FullPolicy, Pattern, Publish, RequestError, RequestSender, SubscribeError,
-    SubscriptionSender, Topic,
+    BoxFuture, DropGuard, FullPolicy, Pattern, Publish, RequestError, RequestSender,
+    SubscribeError, SubscriptionSender, Topic,
 };
 
 use crate::error::ConfigError;
@@ -53,8 +53,11 @@ pub trait Bus<M>: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<DropGuard, SubscribeError>>;
 
     /// Registers a handler queue for `pattern`.
-    fn handle(&self, pattern: Pattern, sender: RequestSender<M>)
-    -> BoxFuture<'_, Result<DropGuard, SubscribeError>>;
+    fn handle(
+        &self,
+        pattern: Pattern,
+        sender: RequestSender<M>,
+    ) -> BoxFuture<'_, Result<DropGuard, SubscribeError>>;
 
     /// Sends a request to a handler on this bus. Must fail at once with
     /// `NoResponder` when this bus knows no handler can take it.
@@ -82,5 +85,10 @@ pub trait BusClass<M>: Send + Sync + 'static {
 
     /// Builds bus `id` from its table (without `class`). Must not block on a
     /// broker: a bus whose broker is away starts, reports, and connects later.
-    fn build(&self, id: &str, config: Value, metrics: Arc<Metrics>) -> Result<Arc<dyn Bus<M>>, ConfigError>;
+    fn build(
+        &self,
+        id: &str,
+        config: Value,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<dyn Bus<M>>, ConfigError>;
 }

@@ -32,6 +32,7 @@ pub struct ConfigLoader {
     embedded: Vec<String>,
     files: Vec<PathBuf>,
     env_prefix: Option<String>,
+    env_vars: Option<Vec<(String, String)>>,
 }
 
 impl Default for ConfigLoader {
@@ -47,6 +48,7 @@ impl ConfigLoader {
             embedded: Vec::new(),
             files: Vec::new(),
             env_prefix: Some(DEFAULT_ENV_PREFIX.to_owned()),
+            env_vars: None,
         }
     }
 
@@ -76,6 +78,20 @@ impl ConfigLoader {
         self
     }
 
+    /// Reads environment overrides from `vars` instead of the process
+    /// environment (for tests and embedding; the prefix still applies).
+    pub fn env_vars<K: Into<String>, V: Into<String>>(
+        mut self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.env_vars = Some(
+            vars.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        );
+        self
+    }
+
     /// Reads every layer.
     pub fn load(self) -> Result<Config, ConfigError> {
         let mut builder = Config::builder();
@@ -96,9 +112,12 @@ impl ConfigLoader {
                 Environment::with_prefix(prefix)
                     .prefix_separator("_")
                     .separator("__")
-                    .convert_case(config::Case::Kebab),
+                    .convert_case(config::Case::Kebab)
+                    .source(self.env_vars.clone().map(|v| v.into_iter().collect())),
             );
         }
-        builder.build().map_err(|e| ConfigError::Load(e.to_string()))
+        builder
+            .build()
+            .map_err(|e| ConfigError::Load(e.to_string()))
     }
 }

@@ -11,15 +11,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         Some(i) => (t[..i].trim(), &t[i..]),
         None => (t, "s"),
     };
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (use e.g. 5, 0.5, \"250ms\", \"5s\", \"2m\")"))?;
+    let value: f64 = num.parse().map_err(|_| {
+        format!("`{text}` is not a duration (use e.g. 5, 0.5, \"250ms\", \"5s\", \"2m\")")
+    })?;
     let secs = match unit {
         "ms" => value / 1000.0,
         "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("`{text}`: unknown unit `{unit}` (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "`{text}`: unknown unit `{unit}` (use ms, s, m or h)"
+            ));
+        }
     };
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("`{text}` is not a non-negative duration"));
@@ -39,7 +43,9 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
     match Raw::deserialize(d)? {
         Raw::Int(s) => Ok(Duration::from_secs(s)),
         Raw::Float(f) if f.is_finite() && f >= 0.0 => Ok(Duration::from_secs_f64(f)),
-        Raw::Float(f) => Err(serde::de::Error::custom(format!("{f} is not a non-negative duration"))),
+        Raw::Float(f) => Err(serde::de::Error::custom(format!(
+            "{f} is not a non-negative duration"
+        ))),
         Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
     }
 }

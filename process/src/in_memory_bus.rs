@@ -20,8 +20,8 @@ use arc_swap::ArcSwap;
 use config::Value;
 use serde::Deserialize;
 use telamon_sdk::{
-    BoxFuture, Delivery, DropGuard, FullPolicy, Pattern, Publish, PublishError, Request, RequestError,
-    RequestSender, Responder, SubscribeError, SubscriptionSender, Topic, TryDeliver,
+    BoxFuture, Delivery, DropGuard, FullPolicy, Pattern, Publish, PublishError, Request,
+    RequestError, RequestSender, Responder, SubscribeError, SubscriptionSender, Topic, TryDeliver,
 };
 
 use crate::bus::{Bus, BusClass, BusStats, QueueDefaults};
@@ -131,17 +131,23 @@ impl<M: Send + Sync + 'static> InMemoryBus<M> {
 
 fn remove_sub<M>(shared: &Weak<Shared<M>>, id: u64) {
     if let Some(shared) = shared.upgrade() {
-        shared
-            .subs
-            .rcu(|subs| subs.iter().filter(|s| s.id != id).cloned().collect::<Vec<_>>());
+        shared.subs.rcu(|subs| {
+            subs.iter()
+                .filter(|s| s.id != id)
+                .cloned()
+                .collect::<Vec<_>>()
+        });
     }
 }
 
 fn remove_handler<M>(shared: &Weak<Shared<M>>, id: u64) {
     if let Some(shared) = shared.upgrade() {
-        shared
-            .handlers
-            .rcu(|hs| hs.iter().filter(|h| h.id != id).cloned().collect::<Vec<_>>());
+        shared.handlers.rcu(|hs| {
+            hs.iter()
+                .filter(|h| h.id != id)
+                .cloned()
+                .collect::<Vec<_>>()
+        });
     }
 }
 
@@ -164,7 +170,10 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
             if !s.pattern.matches(topic.as_str()) {
                 continue;
             }
-            match s.sender.try_deliver(Delivery::new(topic.clone(), message.clone())) {
+            match s
+                .sender
+                .try_deliver(Delivery::new(topic.clone(), message.clone()))
+            {
                 TryDeliver::Delivered => delivered += 1,
                 TryDeliver::DeliveredDroppingOldest => {
                     delivered += 1;
@@ -202,7 +211,11 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
             })
         } else {
             let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-            let entry = Arc::new(SubEntry { id, pattern, sender });
+            let entry = Arc::new(SubEntry {
+                id,
+                pattern,
+                sender,
+            });
             self.shared.subs.rcu(|subs| {
                 let mut v = Vec::with_capacity(subs.len() + 1);
                 v.extend(subs.iter().cloned());
@@ -215,14 +228,22 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
         Box::pin(async move { result })
     }
 
-    fn handle(&self, pattern: Pattern, sender: RequestSender<M>) -> BoxFuture<'_, Result<DropGuard, SubscribeError>> {
+    fn handle(
+        &self,
+        pattern: Pattern,
+        sender: RequestSender<M>,
+    ) -> BoxFuture<'_, Result<DropGuard, SubscribeError>> {
         let result = if self.closed() {
             Err(SubscribeError::Closed {
                 bus: self.shared.id.clone(),
             })
         } else {
             let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-            let entry = Arc::new(HandlerEntry { id, pattern, sender });
+            let entry = Arc::new(HandlerEntry {
+                id,
+                pattern,
+                sender,
+            });
             self.shared.handlers.rcu(|hs| {
                 let mut v = Vec::with_capacity(hs.len() + 1);
                 v.extend(hs.iter().cloned());
@@ -326,7 +347,12 @@ impl<M: Send + Sync + 'static> BusClass<M> for InMemoryClass {
         "in-memory"
     }
 
-    fn build(&self, id: &str, config: Value, metrics: Arc<Metrics>) -> Result<Arc<dyn Bus<M>>, ConfigError> {
+    fn build(
+        &self,
+        id: &str,
+        config: Value,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<dyn Bus<M>>, ConfigError> {
         let config: InMemoryConfig = typed(&format!("message-bus.{id}"), config)?;
         if config.subscriber_queue_size == 0 || config.request_queue_size == 0 {
             return Err(ConfigError::invalid(

@@ -69,12 +69,15 @@ pub use config_loader::{ConfigLoader, DEFAULT_ENV_PREFIX};
 pub use duration::{deserialize as deserialize_duration, parse_duration};
 pub use error::{ConfigError, ProcessError};
 pub use in_memory_bus::{
-    DEFAULT_REQUEST_QUEUE_SIZE, DEFAULT_SUBSCRIBER_QUEUE_SIZE, InMemoryBus, InMemoryClass, InMemoryConfig,
+    DEFAULT_REQUEST_QUEUE_SIZE, DEFAULT_SUBSCRIBER_QUEUE_SIZE, InMemoryBus, InMemoryClass,
+    InMemoryConfig,
 };
 pub use metrics::{LATENCY_BUCKETS_US, Metrics, TopicCounters};
 pub use process::{Process, RunningProcess, StopReport};
-pub use process_config::{DEFAULT_BUS_ID, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, Unrouted, typed};
-pub use router::Router;
+pub use process_config::{
+    DEFAULT_BUS_ID, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, Unrouted, typed,
+};
+pub use router::{RouteBuses, Router};
 pub use signal::{init_tracing, shutdown_signal};
 
 pub use telamon_sdk as sdk;

@@ -67,7 +67,12 @@ impl Metrics {
 
     /// The counters of `topic` (recorded or not).
     pub fn topic(&self, topic: &Topic) -> Arc<TopicCounters> {
-        if let Some(c) = self.topics.read().unwrap_or_else(|e| e.into_inner()).get(topic) {
+        if let Some(c) = self
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+        {
             return c.clone();
         }
         self.topics
@@ -164,9 +169,21 @@ impl Metrics {
         let mut names: Vec<&Topic> = topics.keys().collect();
         names.sort();
         for (metric, help, pick) in [
-            ("telamon_published_total", "Publishes accepted by the router.", 0),
-            ("telamon_delivered_total", "Messages placed in subscriber queues.", 1),
-            ("telamon_dropped_total", "Messages lost to full drop-oldest queues or unrouted drops.", 2),
+            (
+                "telamon_published_total",
+                "Publishes accepted by the router.",
+                0,
+            ),
+            (
+                "telamon_delivered_total",
+                "Messages placed in subscriber queues.",
+                1,
+            ),
+            (
+                "telamon_dropped_total",
+                "Messages lost to full drop-oldest queues or unrouted drops.",
+                2,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
             for t in &names {
@@ -182,7 +199,12 @@ impl Metrics {
             self.unrouted_total()
         );
         let mut lag: Vec<(String, u64)> = Vec::new();
-        for (p, w) in self.subscriptions.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (p, w) in self
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             if let Some(c) = w.upgrade() {
                 match lag.iter_mut().find(|(n, _)| n == p.as_str()) {
                     Some(e) => e.1 += c.lagged(),

@@ -39,8 +39,22 @@ pub struct Process<M> {
 impl<M: 'static> std::fmt::Debug for Process<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Process")
-            .field("modules", &self.registrations.iter().map(|r| r.name).collect::<Vec<_>>())
-            .field("bus_classes", &self.bus_classes.iter().map(|b| b.name()).collect::<Vec<_>>())
+            .field(
+                "modules",
+                &self
+                    .registrations
+                    .iter()
+                    .map(|r| r.name)
+                    .collect::<Vec<_>>(),
+            )
+            .field(
+                "bus_classes",
+                &self
+                    .bus_classes
+                    .iter()
+                    .map(|b| b.name())
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -91,7 +105,11 @@ impl<M: Message> Process<M> {
                     format!(
                         "no registered module class `{}` (registered: {})",
                         m.class,
-                        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
                     ),
                 )
                 .into());
@@ -104,7 +122,11 @@ impl<M: Message> Process<M> {
                 let known: Vec<&str> = self.bus_classes.iter().map(|c| c.name()).collect();
                 return Err(ConfigError::invalid(
                     format!("message-bus.{}.class", b.id),
-                    format!("unknown bus class `{}` (available: {})", b.class, known.join(", ")),
+                    format!(
+                        "unknown bus class `{}` (available: {})",
+                        b.class,
+                        known.join(", ")
+                    ),
                 )
                 .into());
             };
@@ -187,7 +209,8 @@ impl<M: Message> Process<M> {
         }
         let mut running = running;
         if let Some(m) = &spec.metrics {
-            match metrics_endpoint::serve(&m.address, metrics, running.endpoint_stop.clone()).await {
+            match metrics_endpoint::serve(&m.address, metrics, running.endpoint_stop.clone()).await
+            {
                 Ok(addr) => {
                     tracing::info!(address = %addr, "metrics at http://{addr}/metrics");
                     running.metrics_address = Some(addr);
@@ -263,7 +286,10 @@ impl<M: Message> RunningProcess<M> {
 
     /// Subscription and handler counts per bus.
     pub fn bus_stats(&self) -> Vec<(String, BusStats)> {
-        self.buses.iter().map(|b| (b.id().to_owned(), b.stats())).collect()
+        self.buses
+            .iter()
+            .map(|b| (b.id().to_owned(), b.stats()))
+            .collect()
     }
 
     /// The metrics registry.
@@ -308,7 +334,11 @@ impl<M: Message> RunningProcess<M> {
         let drained = tokio::time::timeout(self.shutdown_timeout, self.lifecycle.tracker().wait())
             .await
             .is_ok();
-        let aborted = if drained { 0 } else { self.lifecycle.abort_all() };
+        let aborted = if drained {
+            0
+        } else {
+            self.lifecycle.abort_all()
+        };
         if !drained {
             tracing::warn!(aborted, timeout = ?self.shutdown_timeout, "tasks still running at the shutdown deadline were aborted");
         }

@@ -131,7 +131,13 @@ pub(crate) struct ProcessConfig {
     pub(crate) metrics: Option<MetricsSpec>,
 }
 
-const TOP_LEVEL: [&str; 5] = ["process", "message-bus", "message-router", "module", "metrics"];
+const TOP_LEVEL: [&str; 5] = [
+    "process",
+    "message-bus",
+    "message-router",
+    "module",
+    "metrics",
+];
 
 /// Id of the bus made when the config declares none.
 pub const DEFAULT_BUS_ID: &str = "internal";
@@ -149,7 +155,10 @@ impl ProcessConfig {
             if !TOP_LEVEL.contains(&key.as_str()) {
                 return Err(ConfigError::invalid(
                     key,
-                    format!("unknown section (expected one of: {})", TOP_LEVEL.join(", ")),
+                    format!(
+                        "unknown section (expected one of: {})",
+                        TOP_LEVEL.join(", ")
+                    ),
                 ));
             }
         }
@@ -210,7 +219,10 @@ impl ProcessConfig {
                     ));
                 }
             }
-            routes.push(RouteSpec { pattern, buses: list });
+            routes.push(RouteSpec {
+                pattern,
+                buses: list,
+            });
         }
         if routes.is_empty() {
             if buses.len() > 1 {
@@ -265,7 +277,10 @@ fn tables(section: &str, value: Option<&Value>) -> Result<Vec<(String, Value)>, 
     for (id, v) in table {
         let key = format!("{section}.{id}");
         if Pattern::new(&id).is_err() || id.contains('.') {
-            return Err(ConfigError::invalid(&key, "ids are single words of letters, digits, `-` and `_`"));
+            return Err(ConfigError::invalid(
+                &key,
+                "ids are single words of letters, digits, `-` and `_`",
+            ));
         }
         if !matches!(v.kind, ValueKind::Table(_)) {
             return Err(ConfigError::invalid(&key, "must be a table"));

@@ -21,11 +21,14 @@ impl<M: Message, T: Module<M>> Instance<M> for Erased<T> {
     }
 }
 
+/// Builds an instance with id `&str` from its config table.
+pub(crate) type Builder<M> = fn(&str, Value) -> Result<Box<dyn Instance<M>>, BuildError>;
+
 /// A registered module class.
 pub(crate) struct Registration<M> {
     pub(crate) name: &'static str,
     pub(crate) description: &'static str,
-    pub(crate) build: fn(&str, Value) -> Result<Box<dyn Instance<M>>, BuildError>,
+    pub(crate) build: Builder<M>,
 }
 
 /// Why an instance could not be built.
@@ -34,7 +37,10 @@ pub(crate) enum BuildError {
     Module(ModuleError),
 }
 
-fn build<M: Message, T: Module<M>>(id: &str, config: Value) -> Result<Box<dyn Instance<M>>, BuildError> {
+fn build<M: Message, T: Module<M>>(
+    id: &str,
+    config: Value,
+) -> Result<Box<dyn Instance<M>>, BuildError> {
     let config: T::Config = typed(&format!("module.{id}"), config).map_err(BuildError::Config)?;
     let module = T::new(config).map_err(BuildError::Module)?;
     Ok(Box::new(Erased(Arc::new(module))))

@@ -17,13 +17,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use telamon_sdk::{
-    BoxFuture, HandleOptions, MessageBus, Pattern, Publish, PublishError, RequestError, RequestQueue,
-    SubscribeError, SubscribeOptions, Subscription, Topic, queue, request_queue,
+    BoxFuture, HandleOptions, MessageBus, Pattern, Publish, PublishError, RequestError,
+    RequestQueue, SubscribeError, SubscribeOptions, Subscription, Topic, queue, request_queue,
 };
 
 use crate::bus::Bus;
 use crate::metrics::Metrics;
 use crate::process_config::Unrouted;
+
+/// A route as given to [`Router::new`]: a pattern and the buses it sends to.
+pub type RouteBuses<M> = (Pattern, Vec<Arc<dyn Bus<M>>>);
 
 struct Route<M> {
     pattern: Pattern,
@@ -43,7 +46,12 @@ impl<M: 'static> std::fmt::Debug for Router<M> {
         let routes: Vec<(String, Vec<&str>)> = self
             .routes
             .iter()
-            .map(|r| (r.pattern.to_string(), r.buses.iter().map(|b| b.id()).collect()))
+            .map(|r| {
+                (
+                    r.pattern.to_string(),
+                    r.buses.iter().map(|b| b.id()).collect(),
+                )
+            })
             .collect();
         f.debug_struct("Router")
             .field("routes", &routes)
@@ -56,7 +64,7 @@ impl<M: 'static> std::fmt::Debug for Router<M> {
 impl<M: Send + Sync + 'static> Router<M> {
     /// A router over `routes` (pattern → buses, first match wins).
     pub fn new(
-        routes: Vec<(Pattern, Vec<Arc<dyn Bus<M>>>)>,
+        routes: Vec<RouteBuses<M>>,
         request_timeout: Duration,
         unrouted: Unrouted,
         metrics: Arc<Metrics>,
@@ -73,7 +81,9 @@ impl<M: Send + Sync + 'static> Router<M> {
     }
 
     fn route_for(&self, topic: &Topic) -> Option<&Route<M>> {
-        self.routes.iter().find(|r| r.pattern.matches(topic.as_str()))
+        self.routes
+            .iter()
+            .find(|r| r.pattern.matches(topic.as_str()))
     }
 
     /// Every bus that can carry a topic matching `pattern`, each once, in route order.
@@ -192,7 +202,12 @@ impl<M: Send + Sync + 'static> MessageBus<M> for Router<M> {
                     for bus in &route.buses {
                         let left = timeout.saturating_sub(started.elapsed());
                         result = match bus.request(topic.clone(), message.clone(), left).await {
-                            Err(RequestError::TimedOut { topic, .. }) => Err(RequestError::TimedOut { topic, after: timeout }),
+                            Err(RequestError::TimedOut { topic, .. }) => {
+                                Err(RequestError::TimedOut {
+                                    topic,
+                                    after: timeout,
+                                })
+                            }
                             other => other,
                         };
                         if !matches!(result, Err(RequestError::NoResponder { .. })) {

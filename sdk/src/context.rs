@@ -47,7 +47,11 @@ impl<M> fmt::Debug for Context<M> {
 
 impl<M: Send + Sync + 'static> Context<M> {
     /// A context for module instance `id` (the process makes these).
-    pub fn new(id: impl Into<String>, bus: Arc<dyn MessageBus<M>>, lifecycle: Arc<Lifecycle>) -> Self {
+    pub fn new(
+        id: impl Into<String>,
+        bus: Arc<dyn MessageBus<M>>,
+        lifecycle: Arc<Lifecycle>,
+    ) -> Self {
         Context {
             inner: Arc::new(Inner {
                 id: id.into(),
@@ -76,8 +80,12 @@ impl<M: Send + Sync + 'static> Context<M> {
     }
 
     /// Subscribes to `pattern` with the bus defaults for queue size and policy.
-    pub async fn subscribe(&self, pattern: impl IntoPattern) -> Result<Subscription<M>, SubscribeError> {
-        self.subscribe_with(pattern, SubscribeOptions::default()).await
+    pub async fn subscribe(
+        &self,
+        pattern: impl IntoPattern,
+    ) -> Result<Subscription<M>, SubscribeError> {
+        self.subscribe_with(pattern, SubscribeOptions::default())
+            .await
     }
 
     /// Subscribes to `pattern` with explicit queue options.
@@ -118,13 +126,18 @@ impl<M: Send + Sync + 'static> Context<M> {
     /// every module is initialised — up to 32 at a time; an `Err` reaches the
     /// requester as [`RequestError::Handler`]; a panic is caught, logged and
     /// answered as a handler error.
-    pub async fn handle<F, Fut, R>(&self, pattern: impl IntoPattern, handler: F) -> Result<(), SubscribeError>
+    pub async fn handle<F, Fut, R>(
+        &self,
+        pattern: impl IntoPattern,
+        handler: F,
+    ) -> Result<(), SubscribeError>
     where
         F: Fn(Arc<M>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, HandlerError>> + Send + 'static,
         R: Into<Arc<M>> + Send + 'static,
     {
-        self.handle_with(pattern, HandleOptions::default(), handler).await
+        self.handle_with(pattern, HandleOptions::default(), handler)
+            .await
     }
 
     /// Like [`handle`](Context::handle), with explicit queue size and concurrency.
@@ -143,9 +156,10 @@ impl<M: Send + Sync + 'static> Context<M> {
         let concurrency = options.concurrency_or_default();
         let lifecycle = self.inner.lifecycle.clone();
         let id = self.inner.id.clone();
-        let handle = lifecycle
-            .tracker()
-            .spawn(serve(queue, concurrency, handler, lifecycle.clone(), id));
+        let handle =
+            lifecycle
+                .tracker()
+                .spawn(serve(queue, concurrency, handler, lifecycle.clone(), id));
         lifecycle.remember(handle.abort_handle());
         Ok(())
     }
@@ -164,13 +178,35 @@ impl<M: Send + Sync + 'static> Context<M> {
     /// Runs `task` once every module is initialised, until it ends or the process stops.
     ///
     /// At stop the task is cancelled at its next `.await`. A panic is caught and
-    /// logged with the module id; it does not take the process down. A task that
-    /// returns `Err` is logged.
-    pub fn run<F, T>(&self, task: F)
+    /// logged with the module id; it does not take the process down. What the
+    /// task returns is dropped; use [`run_fallible`](Context::run_fallible) to
+    /// have an error logged.
+    pub fn run<F>(&self, task: F)
     where
-        F: Future<Output = T> + Send + 'static,
-        T: TaskOutput,
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
     {
+        self.spawn(async move {
+            task.await;
+        });
+    }
+
+    /// Like [`run`](Context::run), for a task that can fail: an `Err` is logged
+    /// with the module id.
+    pub fn run_fallible<F, E>(&self, task: F)
+    where
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: fmt::Display + Send + 'static,
+    {
+        let id = self.inner.id.clone();
+        self.spawn(async move {
+            if let Err(e) = task.await {
+                tracing::error!(module = %id, error = %e, "module task failed");
+            }
+        });
+    }
+
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         let lifecycle = self.inner.lifecycle.clone();
         let id = self.inner.id.clone();
         let handle = self.inner.lifecycle.tracker().spawn(async move {
@@ -179,9 +215,8 @@ impl<M: Send + Sync + 'static> Context<M> {
             }
             tokio::select! {
                 _ = lifecycle.shutdown_token().cancelled() => {}
-                outcome = AssertUnwindSafe(task).catch_unwind() => match outcome {
-                    Ok(out) => out.report(&id),
-                    Err(panic) => {
+                outcome = AssertUnwindSafe(task).catch_unwind() => {
+                    if let Err(panic) = outcome {
                         lifecycle.count_panic();
                         tracing::error!(module = %id, panic = panic_text(&*panic), "module task panicked");
                     }
@@ -207,24 +242,6 @@ impl<M: Send + Sync + 'static> Context<M> {
     }
 }
 
-/// What a task started with [`Context::run`] may return: `()` or `Result<(), E: Display>`.
-pub trait TaskOutput: Send + 'static {
-    /// Logs the outcome.
-    fn report(self, module: &str);
-}
-
-impl TaskOutput for () {
-    fn report(self, _module: &str) {}
-}
-
-impl<E: fmt::Display + Send + 'static> TaskOutput for Result<(), E> {
-    fn report(self, module: &str) {
-        if let Err(e) = self {
-            tracing::error!(module = %module, error = %e, "module task failed");
-        }
-    }
-}
-
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
     if let Some(s) = panic.downcast_ref::<&str>() {
         s
@@ -236,7 +253,8 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
 }
 
 /// The loop behind [`Context::handle`]: up to `concurrency` handler calls at once;
-/// at stop, takes no more requests and finishes the ones in flight.
+/// at stop, takes no more requests and finishes the ones in flight (dropping
+/// those whose requester already stopped waiting).
 async fn serve<M, F, Fut, R>(
     mut queue: RequestQueue<M>,
     concurrency: usize,
@@ -251,14 +269,26 @@ async fn serve<M, F, Fut, R>(
 {
     let mut in_flight = FuturesUnordered::new();
     let call = |request: crate::request::Request<M>| {
-        let (topic, message, responder) = request.into_parts();
+        let (topic, message, mut responder) = request.into_parts();
         let fut = AssertUnwindSafe(handler(message)).catch_unwind();
         let lifecycle = lifecycle.clone();
         let id = id.as_str();
         async move {
-            let reply = match fut.await {
-                Ok(r) => r.map(Into::into),
-                Err(panic) => {
+            // At stop, a call whose requester already gave up is dropped
+            // rather than waited for; otherwise calls run to completion.
+            let abandoned = async {
+                lifecycle.shutdown_token().cancelled().await;
+                responder.closed().await;
+            };
+            let outcome = tokio::select! {
+                biased;
+                outcome = fut => Some(outcome),
+                _ = abandoned => None,
+            };
+            let reply = match outcome {
+                None => return,
+                Some(Ok(r)) => r.map(Into::into),
+                Some(Err(panic)) => {
                     lifecycle.count_panic();
                     let text = panic_text(&*panic).to_owned();
                     tracing::error!(module = %id, topic = %topic, panic = %text, "request handler panicked");

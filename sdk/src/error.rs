@@ -19,7 +19,9 @@ pub enum TopicError {
         topic: String,
     },
     /// A `*` or `#` in a topic, or inside a word of a pattern.
-    #[error("`{topic}`: wildcard `{word}` is not allowed here (topics take no wildcards; patterns take `*` and `#` as whole words)")]
+    #[error(
+        "`{topic}`: wildcard `{word}` is not allowed here (topics take no wildcards; patterns take `*` and `#` as whole words)"
+    )]
     Wildcard {
         /// The offending text.
         topic: String,

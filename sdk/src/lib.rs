@@ -76,20 +76,23 @@ mod subscription;
 mod topic;
 
 pub use bus::{BoxFuture, MessageBus, Publish};
-pub use context::{Context, TaskOutput};
+pub use context::Context;
 pub use delivery::Delivery;
 pub use drop_guard::DropGuard;
-pub use error::{HandlerError, ModuleError, PublishError, RequestError, SubscribeError, TopicError};
+pub use error::{
+    HandlerError, ModuleError, PublishError, RequestError, SubscribeError, TopicError,
+};
 pub use lifecycle::Lifecycle;
 pub use message::Message;
 pub use module::Module;
 pub use pattern::{IntoPattern, Pattern};
 pub use request::{
-    DEFAULT_HANDLER_CONCURRENCY, HandleOptions, Reply, Request, RequestQueue, RequestSender, Responder,
-    request_queue,
+    DEFAULT_HANDLER_CONCURRENCY, HandleOptions, Reply, Request, RequestQueue, RequestSender,
+    Responder, request_queue,
 };
 pub use subscription::{
-    FullPolicy, QueueCounters, SubscribeOptions, Subscription, SubscriptionSender, TryDeliver, queue,
+    FullPolicy, QueueCounters, SubscribeOptions, Subscription, SubscriptionSender, TryDeliver,
+    queue,
 };
 pub use telamon_sdk_macros::module;
 pub use topic::{IntoTopic, MAX_TOPIC_LEN, Topic};

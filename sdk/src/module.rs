@@ -40,5 +40,8 @@ pub trait Module<M: Message>: Sized + Send + Sync + 'static {
     fn new(config: Self::Config) -> Result<Self, ModuleError>;
 
     /// Subscribes, registers handlers and starts tasks.
-    fn init(self: Arc<Self>, ctx: Context<M>) -> impl Future<Output = Result<(), ModuleError>> + Send;
+    fn init(
+        self: Arc<Self>,
+        ctx: Context<M>,
+    ) -> impl Future<Output = Result<(), ModuleError>> + Send;
 }

@@ -44,6 +44,11 @@ impl<M> Responder<M> {
     pub fn is_closed(&self) -> bool {
         self.0.is_closed()
     }
+
+    /// Resolves when the requester stops waiting.
+    pub async fn closed(&mut self) {
+        self.0.closed().await
+    }
 }
 
 impl<M> fmt::Debug for Responder<M> {
@@ -63,7 +68,9 @@ pub struct Request<M> {
 
 impl<M> fmt::Debug for Request<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Request").field("topic", &self.topic).finish()
+        f.debug_struct("Request")
+            .field("topic", &self.topic)
+            .finish()
     }
 }
 
@@ -128,7 +135,9 @@ impl HandleOptions {
 
     /// The concurrency, or [`DEFAULT_HANDLER_CONCURRENCY`].
     pub fn concurrency_or_default(&self) -> usize {
-        self.concurrency.unwrap_or(DEFAULT_HANDLER_CONCURRENCY).max(1)
+        self.concurrency
+            .unwrap_or(DEFAULT_HANDLER_CONCURRENCY)
+            .max(1)
     }
 }
 

@@ -246,7 +246,10 @@ pub fn queue<M: Send + Sync + 'static>(
         FullPolicy::DropOldest => {
             let cap = capacity.max(1).next_power_of_two();
             let (tx, rx) = broadcast::channel(cap);
-            (SenderKind::DropOldest(tx, cap), ReceiverKind::DropOldest(rx))
+            (
+                SenderKind::DropOldest(tx, cap),
+                ReceiverKind::DropOldest(rx),
+            )
         }
     };
     (

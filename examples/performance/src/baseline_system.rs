@@ -14,7 +14,12 @@ use crate::request_clock::RequestClock;
 
 const SYSTEM: &str = "baseline";
 
-pub(crate) async fn fan_out(scenario: &'static str, subscribers: usize, n: u64, queue: usize) -> anyhow::Result<Measurement> {
+pub(crate) async fn fan_out(
+    scenario: &'static str,
+    subscribers: usize,
+    n: u64,
+    queue: usize,
+) -> anyhow::Result<Measurement> {
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
     for _ in 0..subscribers {
@@ -42,11 +47,21 @@ pub(crate) async fn fan_out(scenario: &'static str, subscribers: usize, n: u64, 
     let mut end = started;
     for r in receivers {
         let (lat, at) = r.await?;
-        anyhow::ensure!(lat.len() as u64 == n, "a subscriber got {} of {n}", lat.len());
+        anyhow::ensure!(
+            lat.len() as u64 == n,
+            "a subscriber got {} of {n}",
+            lat.len()
+        );
         all.extend(lat);
         end = end.max(at);
     }
-    Ok(Measurement::throughput(scenario, SYSTEM, n * subscribers as u64, end - started, &mut all))
+    Ok(Measurement::throughput(
+        scenario,
+        SYSTEM,
+        n * subscribers as u64,
+        end - started,
+        &mut all,
+    ))
 }
 
 type Job = (Arc<BenchMsg>, oneshot::Sender<Arc<BenchMsg>>);
@@ -68,7 +83,9 @@ pub(crate) async fn request(n: u64, in_flight: usize) -> anyhow::Result<Measurem
             pending.push(async move {
                 let t = now_ns();
                 let (rtx, rrx) = oneshot::channel();
-                tx.send((msg, rtx)).await.map_err(|_| anyhow::anyhow!("handler gone"))?;
+                tx.send((msg, rtx))
+                    .await
+                    .map_err(|_| anyhow::anyhow!("handler gone"))?;
                 rrx.await?;
                 anyhow::Ok(now_ns() - t)
             });

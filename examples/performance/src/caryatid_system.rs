@@ -21,7 +21,11 @@ struct Harness {
 
 #[caryatid_sdk::async_trait]
 impl Module<BenchMsg> for Harness {
-    async fn init(&self, context: Arc<Context<BenchMsg>>, _config: Arc<config::Config>) -> anyhow::Result<()> {
+    async fn init(
+        &self,
+        context: Arc<Context<BenchMsg>>,
+        _config: Arc<config::Config>,
+    ) -> anyhow::Result<()> {
         *self.context.lock().expect("harness lock") = Some(context);
         Ok(())
     }
@@ -36,7 +40,12 @@ impl Module<BenchMsg> for Harness {
 }
 
 /// `queue: None` keeps Caryatid's own default subscriber queue (10).
-async fn start(queue: Option<usize>) -> anyhow::Result<(caryatid_process::RunningProcess<BenchMsg>, Arc<Context<BenchMsg>>)> {
+async fn start(
+    queue: Option<usize>,
+) -> anyhow::Result<(
+    caryatid_process::RunningProcess<BenchMsg>,
+    Arc<Context<BenchMsg>>,
+)> {
     let queue = queue.map_or(String::new(), |q| format!("subscriber-queue-size = {q}\n"));
     let toml = format!(
         "[module.harness]\n\n[message-router]\nrequest-timeout = 1\n\n[message-bus.internal]\nclass = \"in-memory\"\n{queue}\n[[message-router.route]]\npattern = \"#\"\nbus = \"internal\"\n"
@@ -67,7 +76,11 @@ pub(crate) async fn fan_out(
     n: u64,
     queue: Option<usize>,
 ) -> anyhow::Result<Measurement> {
-    let system = if queue.is_some() { "caryatid-q1024" } else { SYSTEM };
+    let system = if queue.is_some() {
+        "caryatid-q1024"
+    } else {
+        SYSTEM
+    };
     let (running, ctx) = start(queue).await?;
     let mut receivers = Vec::new();
     for p in patterns {
@@ -91,11 +104,21 @@ pub(crate) async fn fan_out(
     let mut end = started;
     for r in receivers {
         let (lat, at) = r.await?;
-        anyhow::ensure!(lat.len() as u64 == n, "a subscriber got {} of {n}", lat.len());
+        anyhow::ensure!(
+            lat.len() as u64 == n,
+            "a subscriber got {} of {n}",
+            lat.len()
+        );
         all.extend(lat);
         end = end.max(at);
     }
-    let m = Measurement::throughput(scenario, system, n * patterns.len() as u64, end - started, &mut all);
+    let m = Measurement::throughput(
+        scenario,
+        system,
+        n * patterns.len() as u64,
+        end - started,
+        &mut all,
+    );
     running.stop().await?;
     Ok(m)
 }
@@ -107,7 +130,11 @@ pub(crate) async fn request(n: u64, in_flight: usize) -> anyhow::Result<Measurem
     // may go unheard (each then times out after 1 s): probe until one is answered.
     let mut answered = false;
     for _ in 0..5 {
-        if ctx.request("perf.request", Arc::new(BenchMsg::new(0))).await.is_ok() {
+        if ctx
+            .request("perf.request", Arc::new(BenchMsg::new(0)))
+            .await
+            .is_ok()
+        {
             answered = true;
             break;
         }

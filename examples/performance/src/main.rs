@@ -19,7 +19,12 @@ mod telamon_system;
 
 use measurement::Measurement;
 
-const SCENARIOS: [&str; 4] = ["inproc-1to1", "inproc-fanout4", "inproc-request", "idle-rss"];
+const SCENARIOS: [&str; 4] = [
+    "inproc-1to1",
+    "inproc-fanout4",
+    "inproc-request",
+    "idle-rss",
+];
 /// Telamon's default queue depth; the baseline uses the same.
 const QUEUE: usize = 1024;
 /// Requests one requester keeps outstanding.
@@ -43,7 +48,10 @@ fn options() -> anyhow::Result<Options> {
             "--json" => o.json = true,
             "--quick" => o.scale = 10,
             s if SCENARIOS.contains(&s) => o.scenarios.push(s.to_owned()),
-            other => anyhow::bail!("unknown argument `{other}`; scenarios: {}", SCENARIOS.join(", ")),
+            other => anyhow::bail!(
+                "unknown argument `{other}`; scenarios: {}",
+                SCENARIOS.join(", ")
+            ),
         }
     }
     if o.scenarios.is_empty() {
@@ -58,7 +66,9 @@ fn main() -> anyhow::Result<()> {
         return idle_child(args.get(2).map(String::as_str).unwrap_or(""));
     }
     let o = options()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let mut results = Vec::new();
     for s in &o.scenarios {
         for m in runtime.block_on(scenario(s, o.scale))? {
@@ -87,7 +97,8 @@ async fn scenario(name: &str, scale: u64) -> anyhow::Result<Vec<Measurement>> {
                 telamon_system::fan_out(SCENARIOS[1], &FANOUT_PATTERNS, n, QUEUE).await?,
                 baseline_system::fan_out(SCENARIOS[1], 4, n, QUEUE).await?,
                 caryatid_system::fan_out(SCENARIOS[1], &FANOUT_PATTERNS, n / 2, None).await?,
-                caryatid_system::fan_out(SCENARIOS[1], &FANOUT_PATTERNS, n / 2, Some(QUEUE)).await?,
+                caryatid_system::fan_out(SCENARIOS[1], &FANOUT_PATTERNS, n / 2, Some(QUEUE))
+                    .await?,
             ]
         }
         "inproc-request" => vec![
@@ -133,7 +144,9 @@ fn idle_rss(system: &'static str) -> anyhow::Result<Measurement> {
 }
 
 fn idle_child(system: &str) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         match system {
             "telamon" => telamon_system::idle().await,
@@ -146,7 +159,10 @@ fn idle_child(system: &str) -> anyhow::Result<()> {
 
 fn report(m: &Measurement, json: bool) {
     if json {
-        println!("{}", serde_json::to_string(m).expect("a measurement serialises"));
+        println!(
+            "{}",
+            serde_json::to_string(m).expect("a measurement serialises")
+        );
         return;
     }
     let f = |v: Option<f64>| v.map_or("-".to_owned(), |x| format!("{x:.1}"));
@@ -173,37 +189,76 @@ fn summary(results: &[Measurement]) {
             .find(|m| m.scenario == s && m.system == sys)
             .and_then(|m| m.msgs_per_s)
     };
-    let check = |label: &str, ratio: Option<f64>, target: f64| {
-        match ratio {
-            Some(r) if target > 0.0 => eprintln!(
-                "{label:<44} {r:>7.2}x  (target >= {target}x) {}",
-                if r >= target { "ok" } else { "MISSED" }
-            ),
-            Some(r) => eprintln!("{label:<44} {r:>7.2}x  (for information)"),
-            None => {}
-        }
+    let check = |label: &str, ratio: Option<f64>, target: f64| match ratio {
+        Some(r) if target > 0.0 => eprintln!(
+            "{label:<44} {r:>7.2}x  (target >= {target}x) {}",
+            if r >= target { "ok" } else { "MISSED" }
+        ),
+        Some(r) => eprintln!("{label:<44} {r:>7.2}x  (for information)"),
+        None => {}
     };
     let ratio = |s: &str, other: &str| Some(rate(s, "telamon")? / rate(s, other)?);
-    check("inproc-1to1 telamon / baseline", ratio("inproc-1to1", "baseline"), 0.9);
-    check("inproc-1to1 telamon / caryatid", ratio("inproc-1to1", "caryatid"), 3.0);
-    check("inproc-fanout4 telamon / baseline", ratio("inproc-fanout4", "baseline"), 0.8);
-    check("inproc-fanout4 telamon / caryatid", ratio("inproc-fanout4", "caryatid"), 4.0);
+    check(
+        "inproc-1to1 telamon / baseline",
+        ratio("inproc-1to1", "baseline"),
+        0.9,
+    );
+    check(
+        "inproc-1to1 telamon / caryatid",
+        ratio("inproc-1to1", "caryatid"),
+        3.0,
+    );
+    check(
+        "inproc-fanout4 telamon / baseline",
+        ratio("inproc-fanout4", "baseline"),
+        0.8,
+    );
+    check(
+        "inproc-fanout4 telamon / caryatid",
+        ratio("inproc-fanout4", "caryatid"),
+        4.0,
+    );
     eprintln!("(equal queues, no target:)");
-    check("inproc-1to1 telamon / caryatid-q1024", ratio("inproc-1to1", "caryatid-q1024"), 0.0);
-    check("inproc-fanout4 telamon / caryatid-q1024", ratio("inproc-fanout4", "caryatid-q1024"), 0.0);
-    check("inproc-request telamon / baseline", ratio("inproc-request", "baseline"), 0.8);
-    if let Some(m) = results.iter().find(|m| m.scenario == "inproc-request" && m.system == "telamon") {
-        if let (Some(a), Some(b)) = (m.first_tenth_per_s, m.last_tenth_per_s) {
-            check("inproc-request telamon last 10% / first 10%", Some(b / a), 1.0);
-        }
+    check(
+        "inproc-1to1 telamon / caryatid-q1024",
+        ratio("inproc-1to1", "caryatid-q1024"),
+        0.0,
+    );
+    check(
+        "inproc-fanout4 telamon / caryatid-q1024",
+        ratio("inproc-fanout4", "caryatid-q1024"),
+        0.0,
+    );
+    check(
+        "inproc-request telamon / baseline",
+        ratio("inproc-request", "baseline"),
+        0.8,
+    );
+    let find = |s: &str| {
+        results
+            .iter()
+            .find(|m| m.scenario == s && m.system == "telamon")
+    };
+    if let Some(Measurement {
+        first_tenth_per_s: Some(a),
+        last_tenth_per_s: Some(b),
+        ..
+    }) = find("inproc-request")
+    {
+        check(
+            "inproc-request telamon last 10% / first 10%",
+            Some(b / a),
+            1.0,
+        );
     }
-    if let Some(m) = results.iter().find(|m| m.scenario == "idle-rss" && m.system == "telamon") {
-        if let Some(rss) = m.rss_mb {
-            eprintln!(
-                "{:<44} {rss:>7.1} MB (target <= 20 MB) {}",
-                "idle-rss telamon",
-                if rss <= 20.0 { "ok" } else { "MISSED" }
-            );
-        }
+    if let Some(Measurement {
+        rss_mb: Some(rss), ..
+    }) = find("idle-rss")
+    {
+        eprintln!(
+            "{:<44} {rss:>7.1} MB (target <= 20 MB) {}",
+            "idle-rss telamon",
+            if *rss <= 20.0 { "ok" } else { "MISSED" }
+        );
     }
 }

@@ -62,6 +62,10 @@ pub(crate) fn percentiles(latencies_ns: &mut [u64]) -> (Option<f64>, Option<f64>
 pub(crate) fn rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<f64>().ok())
+        })
         .map_or(0.0, |pages| pages * 4096.0 / 1_000_000.0)
 }

@@ -41,7 +41,9 @@ impl RequestClock {
     pub(crate) fn finish(mut self, scenario: &'static str, system: &'static str) -> Measurement {
         let end = Instant::now();
         let tenth_n = (self.n / 10) as f64;
-        let first = self.tenth.map(|t| tenth_n / (t - self.started).as_secs_f64());
+        let first = self
+            .tenth
+            .map(|t| tenth_n / (t - self.started).as_secs_f64());
         let last = self.ninth.map(|t| tenth_n / (end - t).as_secs_f64());
         let (p50, p99) = percentiles(&mut self.rtts);
         Measurement {

@@ -55,7 +55,11 @@ pub(crate) async fn fan_out(
     let mut end = started;
     for r in receivers {
         let (lat, at) = r.await?;
-        anyhow::ensure!(lat.len() as u64 == n, "a subscriber got {} of {n}", lat.len());
+        anyhow::ensure!(
+            lat.len() as u64 == n,
+            "a subscriber got {} of {n}",
+            lat.len()
+        );
         all.extend(lat);
         end = end.max(at);
     }

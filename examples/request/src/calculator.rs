@@ -20,7 +20,7 @@ impl Calculator {
     async fn init(self: Arc<Self>, ctx: Context<Calc>) -> Result<(), ModuleError> {
         ctx.handle("calc.divide", |request: Arc<Calc>| async move {
             match *request {
-                Calc::Divide { b, .. } if b == 0.0 => {
+                Calc::Divide { b: 0.0, .. } => {
                     Err(HandlerError::new("division by zero").with_code("div-zero"))
                 }
                 Calc::Divide { a, b } => Ok(Calc::Quotient(a / b)),

@@ -13,7 +13,10 @@ use telamon_process::{ConfigLoader, Process, init_tracing};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     init_tracing();
-    let config = ConfigLoader::new().embedded(include_str!("../request.toml")).args().load()?;
+    let config = ConfigLoader::new()
+        .embedded(include_str!("../request.toml"))
+        .args()
+        .load()?;
     Process::<message::Calc>::new(config)
         .module::<calculator::Calculator>()
         .module::<requester::Requester>()

@@ -29,14 +29,30 @@ impl Requester {
         let c = ctx.clone();
         ctx.run(async move {
             let t = Instant::now();
-            show("divide 10 by 4", t, c.request("calc.divide", Calc::Divide { a: 10.0, b: 4.0 }).await);
+            show(
+                "divide 10 by 4",
+                t,
+                c.request("calc.divide", Calc::Divide { a: 10.0, b: 4.0 })
+                    .await,
+            );
             let t = Instant::now();
-            show("divide 1 by 0 (handler error)", t, c.request("calc.divide", Calc::Divide { a: 1.0, b: 0.0 }).await);
+            show(
+                "divide 1 by 0 (handler error)",
+                t,
+                c.request("calc.divide", Calc::Divide { a: 1.0, b: 0.0 })
+                    .await,
+            );
             let t = Instant::now();
-            let slow = c.request_with_timeout("calc.slow", Calc::Ping, self.short_timeout).await;
+            let slow = c
+                .request_with_timeout("calc.slow", Calc::Ping, self.short_timeout)
+                .await;
             show("slow handler, short timeout", t, slow);
             let t = Instant::now();
-            show("nobody handles this topic", t, c.request("nobody.home", Calc::Ping).await);
+            show(
+                "nobody handles this topic",
+                t,
+                c.request("nobody.home", Calc::Ping).await,
+            );
             c.request_stop();
         });
         Ok(())

@@ -12,7 +12,10 @@ use telamon_process::{ConfigLoader, Process, init_tracing};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     init_tracing();
-    let config = ConfigLoader::new().embedded(include_str!("../simple.toml")).args().load()?;
+    let config = ConfigLoader::new()
+        .embedded(include_str!("../simple.toml"))
+        .args()
+        .load()?;
     let report = Process::<Value>::new(config)
         .module::<publisher::Publisher>()
         .module::<subscriber::Subscriber>()

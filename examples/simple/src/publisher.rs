@@ -20,7 +20,7 @@ pub(crate) struct Publisher {
 impl Publisher {
     async fn init(self: Arc<Self>, ctx: Context<Value>) -> Result<(), ModuleError> {
         let publisher = ctx.clone();
-        ctx.run(async move {
+        ctx.run_fallible(async move {
             for n in 1..=self.count {
                 let message = json!({ "n": n, "text": format!("hello #{n}") });
                 println!("publisher  -> {}: {message}", self.topic);

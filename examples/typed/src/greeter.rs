@@ -18,12 +18,21 @@ impl Greeter {
     async fn init(self: Arc<Self>, ctx: Context<Message>) -> Result<(), ModuleError> {
         let mut ticks = ctx.subscribe("clock.tick").await?;
         let me = ctx.clone();
-        ctx.run(async move {
+        ctx.run_fallible(async move {
             while let Some(delivery) = ticks.recv().await {
-                let Message::Tick(tick) = **delivery.message() else { continue };
+                let Message::Tick(tick) = **delivery.message() else {
+                    continue;
+                };
                 let text = format!("good tick number {}", tick.number);
                 println!("greeter: {text}");
-                me.publish("greeting.tick", Message::Greeting { to_tick: tick.number, text }).await?;
+                me.publish(
+                    "greeting.tick",
+                    Message::Greeting {
+                        to_tick: tick.number,
+                        text,
+                    },
+                )
+                .await?;
                 if tick.number >= self.stop_after {
                     me.request_stop();
                 }

@@ -15,7 +15,10 @@ use crate::message::Message;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     init_tracing();
-    let config = ConfigLoader::new().embedded(include_str!("../typed.toml")).args().load()?;
+    let config = ConfigLoader::new()
+        .embedded(include_str!("../typed.toml"))
+        .args()
+        .load()?;
     Process::<Message>::new(config)
         .module::<Clock<Message>>()
         .module::<greeter::Greeter>()

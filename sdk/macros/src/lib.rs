@@ -32,7 +32,10 @@ pub fn module(args: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
-fn expand(args: proc_macro2::TokenStream, item: proc_macro2::TokenStream) -> syn::Result<proc_macro2::TokenStream> {
+fn expand(
+    args: proc_macro2::TokenStream,
+    item: proc_macro2::TokenStream,
+) -> syn::Result<proc_macro2::TokenStream> {
     let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(args)?;
     let mut name: Option<String> = None;
     let mut description = String::new();
@@ -41,7 +44,11 @@ fn expand(args: proc_macro2::TokenStream, item: proc_macro2::TokenStream) -> syn
         let Meta::NameValue(nv) = meta else {
             return Err(syn::Error::new_spanned(meta, "expected `key = value`"));
         };
-        let key = nv.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
+        let key = nv
+            .path
+            .get_ident()
+            .map(|i| i.to_string())
+            .unwrap_or_default();
         match key.as_str() {
             "name" => name = Some(lit_str(&nv.value)?),
             "description" => description = lit_str(&nv.value)?,
@@ -57,8 +64,10 @@ fn expand(args: proc_macro2::TokenStream, item: proc_macro2::TokenStream) -> syn
             }
         }
     }
-    let name = name.ok_or_else(|| syn::Error::new(Span::call_site(), "missing `name = \"...\"`"))?;
-    let message = message.ok_or_else(|| syn::Error::new(Span::call_site(), "missing `message = Type`"))?;
+    let name =
+        name.ok_or_else(|| syn::Error::new(Span::call_site(), "missing `name = \"...\"`"))?;
+    let message =
+        message.ok_or_else(|| syn::Error::new(Span::call_site(), "missing `message = Type`"))?;
     let imp: ItemImpl = syn::parse2(item)?;
     if let Some((_, path, _)) = &imp.trait_ {
         return Err(syn::Error::new_spanned(
@@ -66,8 +75,15 @@ fn expand(args: proc_macro2::TokenStream, item: proc_macro2::TokenStream) -> syn
             "#[module] goes on an inherent impl block: `impl MyModule { async fn init(...) }`",
         ));
     }
-    if !imp.items.iter().any(|i| matches!(i, syn::ImplItem::Fn(f) if f.sig.ident == "init")) {
-        return Err(syn::Error::new_spanned(&imp.self_ty, "#[module] needs an `async fn init` in the impl block"));
+    if !imp
+        .items
+        .iter()
+        .any(|i| matches!(i, syn::ImplItem::Fn(f) if f.sig.ident == "init"))
+    {
+        return Err(syn::Error::new_spanned(
+            &imp.self_ty,
+            "#[module] needs an `async fn init` in the impl block",
+        ));
     }
     let self_ty = &imp.self_ty;
     let (impl_generics, _, where_clause) = imp.generics.split_for_impl();
@@ -89,7 +105,9 @@ fn expand(args: proc_macro2::TokenStream, item: proc_macro2::TokenStream) -> syn
 
 fn lit_str(e: &Expr) -> syn::Result<String> {
     match e {
-        Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => Ok(s.value()),
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => Ok(s.value()),
         other => Err(syn::Error::new_spanned(other, "expected a string literal")),
     }
 }

@@ -1,0 +1,195 @@
+//! Bad config fails at startup with a message naming the key; env overrides work.
+
+mod common;
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use telamon_process::{ConfigError, ConfigLoader, Process, ProcessError};
+use telamon_sdk::{Context, HandlerError, ModuleError, module};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Greeter {
+    greeting: String,
+    #[serde(default)]
+    answer_topic: Option<String>,
+}
+
+#[module(name = "greeter", message = Value)]
+impl Greeter {
+    async fn init(self: Arc<Self>, ctx: Context<Value>) -> Result<(), ModuleError> {
+        let topic = self
+            .answer_topic
+            .clone()
+            .unwrap_or_else(|| "greet".to_owned());
+        ctx.handle(topic.as_str(), move |_| {
+            let g = self.greeting.clone();
+            async move { Ok::<_, HandlerError>(json!(g)) }
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+async fn start_err(toml: &str) -> (String, String) {
+    let err = Process::<Value>::new(common::config(toml))
+        .module::<Greeter>()
+        .start()
+        .await
+        .unwrap_err();
+    match err {
+        ProcessError::Config(ConfigError::Invalid { key, problem }) => (key, problem),
+        other => panic!("expected a config error naming a key, got: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_bus_class_names_the_key() {
+    let (key, problem) = start_err("[message-bus.main]\nclass = \"carrier-pigeon\"\n").await;
+    assert_eq!(key, "message-bus.main.class");
+    assert!(
+        problem.contains("carrier-pigeon") && problem.contains("in-memory"),
+        "{problem}"
+    );
+}
+
+#[tokio::test]
+async fn a_route_to_an_undeclared_bus_names_the_key() {
+    let toml = "[message-bus.main]\nclass = \"in-memory\"\n[[message-router.route]]\npattern = \"#\"\nbus = [\"main\", \"ghost\"]\n";
+    let (key, problem) = start_err(toml).await;
+    assert_eq!(key, "message-router.route[0].bus");
+    assert!(problem.contains("ghost"), "{problem}");
+}
+
+#[tokio::test]
+async fn a_module_id_with_no_registered_class_names_the_key() {
+    let (key, problem) = start_err("[module.translator]\n").await;
+    assert_eq!(key, "module.translator");
+    assert!(
+        problem.contains("greeter"),
+        "lists what is registered: {problem}"
+    );
+    let (key, _) = start_err("[module.x]\nclass = \"translator\"\n").await;
+    assert_eq!(key, "module.x.class");
+}
+
+#[tokio::test]
+async fn malformed_values_and_unknown_keys_name_the_key() {
+    let (key, problem) =
+        start_err("[message-bus.main]\nclass = \"in-memory\"\nsubscriber-queue-size = \"lots\"\n")
+            .await;
+    assert_eq!(key, "message-bus.main");
+    assert!(
+        problem.contains("lots") || problem.contains("invalid"),
+        "{problem}"
+    );
+    let (key, problem) = start_err("[module.greeter]\ngreting = \"hi\"\n").await;
+    assert_eq!(key, "module.greeter");
+    assert!(problem.contains("greting"), "{problem}");
+    let (key, _) = start_err("[modules.greeter]\ngreeting = \"hi\"\n").await;
+    assert_eq!(key, "modules");
+    let (key, problem) = start_err("[message-router]\nrequest-timeout = \"soon\"\n").await;
+    assert_eq!(key, "message-router");
+    assert!(problem.contains("soon"), "{problem}");
+    let (key, _) =
+        start_err("[message-bus.main]\nclass = \"in-memory\"\nfull-policy = \"panic\"\n").await;
+    assert_eq!(key, "message-bus.main");
+    let (key, _) = start_err("[[message-router.route]]\npattern = \"a..b\"\nbus = \"internal\"\n[message-bus.internal]\nclass = \"in-memory\"\n").await;
+    assert_eq!(key, "message-router.route[0].pattern");
+}
+
+#[tokio::test]
+async fn several_buses_without_routes_is_an_error() {
+    let (key, _) = start_err(
+        "[message-bus.a]\nclass = \"in-memory\"\n[message-bus.b]\nclass = \"in-memory\"\n",
+    )
+    .await;
+    assert_eq!(key, "message-router.route");
+}
+
+#[tokio::test]
+async fn environment_overrides_nested_kebab_case_keys() {
+    let config = ConfigLoader::new()
+        .embedded("[module.greeter]\ngreeting = \"hello\"\n")
+        .env_prefix(Some("APP"))
+        .env_vars([
+            ("APP_MODULE__GREETER__GREETING", "bonjour"),
+            ("APP_MODULE__GREETER__ANSWER_TOPIC", "greet.fr"),
+            ("APP_MESSAGE_ROUTER__REQUEST_TIMEOUT", "250ms"),
+            ("OTHER_MODULE__GREETER__GREETING", "ignored: other prefix"),
+        ])
+        .load()
+        .unwrap();
+    let process = Process::<Value>::new(config)
+        .module::<Greeter>()
+        .start()
+        .await
+        .unwrap();
+    let ctx = process.context("test");
+    assert_eq!(
+        *ctx.request("greet.fr", json!(null)).await.unwrap(),
+        json!("bonjour")
+    );
+    let err = ctx.request("greet", json!(null)).await.unwrap_err();
+    assert!(err.is_no_responder(), "{err}");
+    process.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_config_file_is_an_error_not_silently_skipped() {
+    let err = ConfigLoader::new()
+        .file("/nonexistent/telamon.toml")
+        .load()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("/nonexistent/telamon.toml"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_are_served_as_prometheus_text() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let toml = "[metrics]\naddress = \"127.0.0.1:0\"\n[module.greeter]\ngreeting = \"hi\"\n";
+    let process = Process::<Value>::new(common::config(toml))
+        .module::<Greeter>()
+        .start()
+        .await
+        .unwrap();
+    let ctx = process.context("test");
+    let mut sub = ctx.subscribe("news.#").await.unwrap();
+    ctx.publish("news.today", json!(1)).await.unwrap();
+    ctx.publish("news.today", json!(2)).await.unwrap();
+    ctx.request("greet", json!(null)).await.unwrap();
+    assert!(sub.try_recv().is_some());
+    let addr = process
+        .metrics_address()
+        .expect("metrics endpoint listening");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.unwrap();
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert!(
+        body.contains("telamon_published_total{topic=\"news.today\"} 2"),
+        "{body}"
+    );
+    assert!(
+        body.contains("telamon_delivered_total{topic=\"news.today\"} 2"),
+        "{body}"
+    );
+    assert!(
+        body.contains("telamon_requests_total{topic=\"greet\",outcome=\"ok\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("telamon_request_latency_seconds_count{topic=\"greet\"} 1"),
+        "{body}"
+    );
+    process.stop().await;
+}
