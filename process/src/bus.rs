@@ -30,6 +30,12 @@ pub struct BusStats {
     pub subscriptions: usize,
     /// Live request handlers.
     pub handlers: usize,
+    /// Whether the bus can carry messages now (always true in-process).
+    pub connected: bool,
+    /// Connections re-established after a loss.
+    pub reconnects: u64,
+    /// Bodies that could not be decoded and were rejected.
+    pub malformed: u64,
 }
 
 /// A bus: carries messages and requests for the topics the router gives it.
@@ -73,6 +79,13 @@ pub trait Bus<M>: Send + Sync + 'static {
 
     /// Current counts.
     fn stats(&self) -> BusStats;
+
+    /// Waits up to `timeout` until the bus can carry messages; `true` if it can.
+    /// In-process buses always can.
+    fn wait_connected(&self, timeout: Duration) -> BoxFuture<'_, bool> {
+        let _ = timeout;
+        Box::pin(async { true })
+    }
 
     /// Closes the bus: subscriptions end, later publishes fail with `Closed`.
     fn shutdown(&self) -> BoxFuture<'_, ()>;

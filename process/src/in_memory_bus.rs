@@ -327,6 +327,9 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
         BusStats {
             subscriptions: self.shared.subs.load().len(),
             handlers: self.shared.handlers.load().len(),
+            connected: !self.closed(),
+            reconnects: 0,
+            malformed: 0,
         }
     }
 

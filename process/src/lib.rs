@@ -52,6 +52,8 @@
 //! | [`Metrics`] | per-topic counters, request latency, Prometheus text |
 
 mod bus;
+#[cfg(feature = "rabbit-mq")]
+mod cbor_codec;
 mod config_loader;
 mod duration;
 mod error;
@@ -60,6 +62,18 @@ mod metrics;
 mod metrics_endpoint;
 mod process;
 mod process_config;
+#[cfg(feature = "rabbit-mq")]
+mod rabbit_config;
+#[cfg(feature = "rabbit-mq")]
+mod rabbit_link;
+#[cfg(feature = "rabbit-mq")]
+mod rabbit_mq_bus;
+#[cfg(feature = "rabbit-mq")]
+mod rabbit_publisher;
+#[cfg(feature = "rabbit-mq")]
+mod rabbit_requests;
+#[cfg(feature = "rabbit-mq")]
+mod rabbit_subscription;
 mod registration;
 mod router;
 mod signal;
@@ -72,12 +86,19 @@ pub use in_memory_bus::{
     DEFAULT_REQUEST_QUEUE_SIZE, DEFAULT_SUBSCRIBER_QUEUE_SIZE, InMemoryBus, InMemoryClass,
     InMemoryConfig,
 };
-pub use metrics::{LATENCY_BUCKETS_US, Metrics, TopicCounters};
+pub use metrics::{BusHealth, LATENCY_BUCKETS_US, Metrics, TopicCounters};
 pub use process::{Process, RunningProcess, StopReport};
 pub use process_config::{
     DEFAULT_BUS_ID, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, Unrouted, typed,
 };
 pub use router::{RouteBuses, Router};
 pub use signal::{init_tracing, shutdown_signal};
+
+#[cfg(feature = "rabbit-mq")]
+pub use cbor_codec::{CodecError, decode as decode_cbor, encode as encode_cbor};
+#[cfg(feature = "rabbit-mq")]
+pub use rabbit_config::{DEFAULT_EXCHANGE, DEFAULT_URL, DeliveryMode, RabbitMqConfig, Secret, redact};
+#[cfg(feature = "rabbit-mq")]
+pub use rabbit_mq_bus::{RabbitMqBus, RabbitMqClass};
 
 pub use telamon_sdk as sdk;

@@ -41,6 +41,17 @@ pub(crate) struct RequestStats {
     count: AtomicU64,
 }
 
+/// Health of a bus that talks to a broker.
+#[derive(Debug, Default)]
+pub struct BusHealth {
+    /// Connected to the broker now.
+    pub connected: std::sync::atomic::AtomicBool,
+    /// Connections re-established after a loss.
+    pub reconnects: AtomicU64,
+    /// Bodies rejected because they could not be decoded.
+    pub malformed: AtomicU64,
+}
+
 /// The process's metrics registry.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -48,6 +59,7 @@ pub struct Metrics {
     topics: RwLock<HashMap<Topic, Arc<TopicCounters>>>,
     requests: RwLock<HashMap<Topic, Arc<RequestStats>>>,
     subscriptions: Mutex<Vec<(Pattern, Weak<QueueCounters>)>>,
+    buses: Mutex<Vec<(String, Arc<BusHealth>)>>,
     unrouted: AtomicU64,
 }
 
@@ -112,6 +124,14 @@ impl Metrics {
     /// Publishes that matched no route (counted even when metrics are off).
     pub fn unrouted_total(&self) -> u64 {
         self.unrouted.load(Ordering::Relaxed)
+    }
+
+    /// Reports a broker-backed bus's health (always, even with metrics off).
+    pub fn register_bus(&self, id: &str, health: Arc<BusHealth>) {
+        self.buses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id.to_owned(), health));
     }
 
     /// Follows a subscription's lag counter while it lives.
@@ -198,6 +218,23 @@ impl Metrics {
             "# HELP telamon_unrouted_total Publishes that matched no route.\n# TYPE telamon_unrouted_total counter\ntelamon_unrouted_total {}",
             self.unrouted_total()
         );
+        let buses = self.buses.lock().unwrap_or_else(|e| e.into_inner());
+        for (metric, help, kind) in [
+            ("telamon_bus_connected", "1 while the bus is connected to its broker.", "gauge"),
+            ("telamon_bus_reconnects_total", "Broker connections re-established after a loss.", "counter"),
+            ("telamon_bus_malformed_total", "Bodies rejected because they could not be decoded.", "counter"),
+        ] {
+            let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} {kind}");
+            for (id, h) in buses.iter() {
+                let v = match metric {
+                    "telamon_bus_connected" => u64::from(h.connected.load(Ordering::Relaxed)),
+                    "telamon_bus_reconnects_total" => h.reconnects.load(Ordering::Relaxed),
+                    _ => h.malformed.load(Ordering::Relaxed),
+                };
+                let _ = writeln!(out, "{metric}{{bus=\"{}\"}} {v}", escape(id));
+            }
+        }
+        drop(buses);
         let mut lag: Vec<(String, u64)> = Vec::new();
         for (p, w) in self
             .subscriptions

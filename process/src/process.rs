@@ -61,12 +61,16 @@ impl<M: 'static> std::fmt::Debug for Process<M> {
 
 impl<M: Message> Process<M> {
     /// A process over `config` (see [`ConfigLoader`](crate::ConfigLoader)), with
-    /// the `in-memory` bus class and no modules.
+    /// the `in-memory` and (feature `rabbit-mq`, on by default) `rabbit-mq` bus
+    /// classes and no modules.
     pub fn new(config: Config) -> Self {
+        let mut bus_classes: Vec<Arc<dyn BusClass<M>>> = vec![Arc::new(InMemoryClass)];
+        #[cfg(feature = "rabbit-mq")]
+        bus_classes.push(Arc::new(crate::rabbit_mq_bus::RabbitMqClass));
         Process {
             config,
             registrations: Vec::new(),
-            bus_classes: vec![Arc::new(InMemoryClass)],
+            bus_classes,
         }
     }
 
@@ -131,6 +135,15 @@ impl<M: Message> Process<M> {
                 .into());
             };
             buses.push(class.build(&b.id, b.config.clone(), metrics.clone())?);
+        }
+        for bus in &buses {
+            if !bus.wait_connected(spec.process.connect_timeout).await {
+                tracing::warn!(
+                    bus = bus.id(),
+                    timeout = ?spec.process.connect_timeout,
+                    "bus not connected yet; starting anyway, it connects when its broker appears"
+                );
+            }
         }
         let routes = spec
             .router

@@ -21,10 +21,15 @@ pub(crate) struct ProcessSection {
     /// How long stop waits for tasks and handlers to finish before aborting them.
     #[serde(deserialize_with = "duration::deserialize")]
     pub(crate) shutdown_timeout: Duration,
+    /// How long start waits for broker-backed buses to connect before going on without them.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub(crate) connect_timeout: Duration,
 }
 
 /// Default of `[process] shutdown-timeout`.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default of `[process] connect-timeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default of `[message-router] request-timeout`.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -32,6 +37,7 @@ impl Default for ProcessSection {
     fn default() -> Self {
         ProcessSection {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::topic::Topic;
 pub struct Delivery<M> {
     topic: Topic,
     message: Arc<M>,
+    id: Option<Arc<str>>,
 }
 
 impl<M> Clone for Delivery<M> {
@@ -19,6 +20,7 @@ impl<M> Clone for Delivery<M> {
         Delivery {
             topic: self.topic.clone(),
             message: self.message.clone(),
+            id: self.id.clone(),
         }
     }
 }
@@ -26,7 +28,23 @@ impl<M> Clone for Delivery<M> {
 impl<M> Delivery<M> {
     /// Pairs a topic with a message (for bus implementations).
     pub fn new(topic: Topic, message: Arc<M>) -> Self {
-        Delivery { topic, message }
+        Delivery {
+            topic,
+            message,
+            id: None,
+        }
+    }
+
+    /// Adds the message id a bus carried (e.g. the AMQP `message-id`).
+    pub fn with_id(mut self, id: impl Into<Arc<str>>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// The id the publishing bus gave the message, where it has one (RabbitMQ:
+    /// the same for a redelivered duplicate, so consumers can de-duplicate).
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
     }
 
     /// The topic the message was published on.

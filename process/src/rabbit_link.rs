@@ -1,0 +1,232 @@
+//! The connection to RabbitMQ, kept alive by one supervisor task.
+//!
+//! # Under stress
+//!
+//! - **Broker away at start**: the process starts anyway; the supervisor keeps
+//!   trying every URL in turn with exponential back-off (`reconnect-min` doubling
+//!   up to `reconnect-max`) and logs each failure at `warn`.
+//! - **Connection lost** (broker restart, `close_all_connections`, network):
+//!   [`Link::current`] turns `None` at once, so publishes and requests fail
+//!   with an error instead of vanishing; subscription and handler tasks wait
+//!   for the next connection and re-declare their queues, bindings and
+//!   consumers; unconfirmed at-least-once messages are re-sent before anyone
+//!   else publishes on the new connection. `BusStats::connected` and
+//!   `telamon_bus_connected` say which state the bus is in.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties, Event, ExchangeKind};
+use telamon_sdk::BoxFuture;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::BusHealth;
+use crate::rabbit_config::{DeliveryMode, RabbitMqConfig, redact};
+
+/// One established connection and the channels everyone shares.
+pub(crate) struct Live {
+    pub(crate) connection: Connection,
+    /// Publishes (confirm mode under at-least-once).
+    pub(crate) publish: Channel,
+    /// Requests and replies (always confirm mode, for mandatory returns).
+    pub(crate) request: Channel,
+    /// Counts connections: 1 for the first, +1 per reconnect.
+    pub(crate) generation: u64,
+}
+
+impl Live {
+    fn healthy(&self) -> bool {
+        self.connection.status().connected()
+            && self.publish.status().connected()
+            && self.request.status().connected()
+    }
+}
+
+/// Runs after a connection is set up and before anyone else may use it.
+pub(crate) type OnConnect = Box<dyn Fn(Arc<Live>) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// The connection supervisor's shared state.
+pub(crate) struct Link {
+    pub(crate) bus: String,
+    pub(crate) config: Arc<RabbitMqConfig>,
+    live: watch::Sender<Option<Arc<Live>>>,
+    broken: Notify,
+    pub(crate) stop: CancellationToken,
+    pub(crate) health: Arc<BusHealth>,
+}
+
+impl Link {
+    pub(crate) fn new(bus: &str, config: Arc<RabbitMqConfig>, health: Arc<BusHealth>) -> Arc<Self> {
+        Arc::new(Link {
+            bus: bus.to_owned(),
+            config,
+            live: watch::channel(None).0,
+            broken: Notify::new(),
+            stop: CancellationToken::new(),
+            health,
+        })
+    }
+
+    /// The request exchange (kept apart so subscribers never see requests).
+    pub(crate) fn request_exchange(&self) -> String {
+        format!("{}.requests", self.config.exchange)
+    }
+
+    /// The connection, if there is one now.
+    pub(crate) fn current(&self) -> Option<Arc<Live>> {
+        self.live.borrow().clone()
+    }
+
+    /// Waits for a connection newer than `after` (0: any); `None` once the bus stops.
+    pub(crate) async fn next_live(&self, after: u64) -> Option<Arc<Live>> {
+        let mut rx = self.live.subscribe();
+        tokio::select! {
+            _ = self.stop.cancelled() => None,
+            r = rx.wait_for(|l| l.as_ref().is_some_and(|l| l.generation > after)) => {
+                r.ok().and_then(|l| l.clone())
+            }
+        }
+    }
+
+    /// Someone saw an error on connection `generation`; the supervisor checks it.
+    pub(crate) fn report(&self, generation: u64) {
+        if self.current().is_some_and(|l| l.generation == generation) {
+            self.broken.notify_one();
+        }
+    }
+
+    /// Keeps a connection up until the bus stops.
+    pub(crate) async fn supervise(self: Arc<Self>, on_connect: OnConnect) {
+        let urls = self.config.urls();
+        let mut attempt: u32 = 0;
+        let mut next_url = 0usize;
+        let mut generation = 0u64;
+        while !self.stop.is_cancelled() {
+            let url = &urls[next_url % urls.len()];
+            match self.connect(url, generation + 1).await {
+                Ok(live) => {
+                    attempt = 0;
+                    generation = live.generation;
+                    let live = Arc::new(live);
+                    on_connect(live.clone()).await;
+                    if generation > 1 {
+                        self.health.reconnects.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.health.connected.store(true, Ordering::Relaxed);
+                    tracing::info!(bus = %self.bus, url = %redact(url), generation, "connected to RabbitMQ");
+                    self.live.send_replace(Some(live.clone()));
+                    self.watch(&live).await;
+                    self.live.send_replace(None);
+                    self.health.connected.store(false, Ordering::Relaxed);
+                    if self.stop.is_cancelled() {
+                        let _ = live.connection.close(200, "telamon bus stopping".into()).await;
+                        break;
+                    }
+                    tracing::warn!(bus = %self.bus, url = %redact(url), "lost the RabbitMQ connection; reconnecting");
+                    next_url += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(bus = %self.bus, url = %redact(url), attempt, error = %e, "cannot connect to RabbitMQ");
+                    next_url += 1;
+                }
+            }
+            let delay = backoff(attempt, self.config.reconnect_min, self.config.reconnect_max);
+            attempt = attempt.saturating_add(1);
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        self.live.send_replace(None);
+        self.health.connected.store(false, Ordering::Relaxed);
+    }
+
+    async fn connect(&self, url: &str, generation: u64) -> Result<Live, lapin::Error> {
+        let properties = ConnectionProperties::default().with_connection_name(format!("telamon/{}", self.bus).into());
+        let connection = Connection::connect(url, properties).await?;
+        let publish = connection.create_channel().await?;
+        let request = connection.create_channel().await?;
+        let options = ExchangeDeclareOptions {
+            durable: self.config.exchange_durable,
+            ..ExchangeDeclareOptions::default()
+        };
+        publish
+            .exchange_declare(
+                self.config.exchange.as_str().into(),
+                ExchangeKind::Topic,
+                options,
+                FieldTable::default(),
+            )
+            .await?;
+        publish
+            .exchange_declare(
+                self.request_exchange().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        if self.config.delivery == DeliveryMode::AtLeastOnce {
+            publish.confirm_select(ConfirmSelectOptions::default()).await?;
+        }
+        request.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Live {
+            connection,
+            publish,
+            request,
+            generation,
+        })
+    }
+
+    /// Returns when the connection is gone (or the bus stops).
+    async fn watch(&self, live: &Live) {
+        let mut events = live.connection.events_listener();
+        let mut poll = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                e = events.next() => match e {
+                    Some(Event::Error(e)) => {
+                        tracing::warn!(bus = %self.bus, error = %e, "RabbitMQ connection error");
+                        return;
+                    }
+                    Some(_) => {}
+                    None => return,
+                },
+                _ = self.broken.notified() => {
+                    if !live.healthy() {
+                        return;
+                    }
+                }
+                _ = poll.tick() => {
+                    if !live.healthy() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `min`, doubled per attempt, capped at `max`.
+fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
+    min.saturating_mul(1u32 << attempt.min(16)).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(5));
+        assert_eq!(backoff(0, min, max), min);
+        assert_eq!(backoff(3, min, max), Duration::from_millis(800));
+        assert_eq!(backoff(40, min, max), max);
+    }
+}

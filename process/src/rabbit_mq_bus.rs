@@ -1,0 +1,314 @@
+//! The RabbitMQ bus: one topic exchange, routing key = topic, CBOR bodies.
+//!
+//! Fan-out is the in-process bus's: every subscription has its own queue, so
+//! two subscriptions to one topic — in one process or in two — both get every
+//! message. Instances that should share work name a consumer group in config
+//! (`consumer-groups`). See the `rabbit_link`, `rabbit_publisher`,
+//! `rabbit_subscription` and `rabbit_requests` module docs for behaviour
+//! under stress; in short: publishes fail (never vanish) while the broker is
+//! away, the bus reconnects with back-off and re-declares everything, and
+//! at-least-once messages outlive a lost connection.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use config::Value;
+use lapin::BasicProperties;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use telamon_sdk::{
+    BoxFuture, DropGuard, Pattern, Publish, PublishError, RequestError, RequestSender, SubscribeError,
+    SubscriptionSender, Topic,
+};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bus::{Bus, BusClass, BusStats, QueueDefaults};
+use crate::cbor_codec;
+use crate::error::ConfigError;
+use crate::metrics::{BusHealth, Metrics};
+use crate::process_config::typed;
+use crate::rabbit_config::{DeliveryMode, RabbitMqConfig};
+use crate::rabbit_link::{Link, OnConnect};
+use crate::rabbit_publisher::{OutMessage, Publisher};
+use crate::rabbit_requests::{Requester, run_handler};
+use crate::rabbit_subscription::{self, QueuePlan};
+
+/// Longest a subscribe waits for its queue to be bound while connected.
+const BIND_WAIT: Duration = Duration::from_secs(5);
+
+/// The RabbitMQ bus.
+pub struct RabbitMqBus<M> {
+    id: String,
+    link: Arc<Link>,
+    publisher: Arc<Publisher>,
+    requester: Arc<Requester<M>>,
+    tasks: TaskTracker,
+    instance: String,
+    next_id: AtomicU64,
+    subscriptions: Arc<AtomicUsize>,
+    handlers: Arc<AtomicUsize>,
+    _message: PhantomData<fn() -> M>,
+}
+
+impl<M> std::fmt::Debug for RabbitMqBus<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitMqBus")
+            .field("id", &self.id)
+            .field("config", &self.link.config)
+            .finish()
+    }
+}
+
+/// A name unique to this bus instance, for queue names and message ids.
+fn instance_name() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:x}{:x}", std::process::id(), nanos & 0xffff_ffff_ffff)
+}
+
+impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> RabbitMqBus<M> {
+    /// Starts the bus: the connection supervisor runs in the background, so
+    /// this returns at once even when the broker is away.
+    pub fn start(id: &str, config: RabbitMqConfig, metrics: &Metrics) -> Self {
+        let health = Arc::new(BusHealth::default());
+        metrics.register_bus(id, health.clone());
+        let link = Link::new(id, Arc::new(config), health);
+        let instance = instance_name();
+        let tasks = TaskTracker::new();
+        let (publisher, collector) = Publisher::new(link.clone());
+        tasks.spawn(collector);
+        let requester = Requester::new(link.clone(), instance.clone());
+        tasks.spawn(requester.clone().run_replies());
+        let resend = publisher.clone();
+        let on_connect: OnConnect = Box::new(move |live| {
+            let resend = resend.clone();
+            Box::pin(async move { resend.resend_all(&live).await })
+        });
+        tasks.spawn(link.clone().supervise(on_connect));
+        RabbitMqBus {
+            id: id.to_owned(),
+            link,
+            publisher,
+            requester,
+            tasks,
+            instance,
+            next_id: AtomicU64::new(0),
+            subscriptions: Arc::new(AtomicUsize::new(0)),
+            handlers: Arc::new(AtomicUsize::new(0)),
+            _message: PhantomData,
+        }
+    }
+
+    /// Waits until the bus is connected, up to `timeout`; `true` if it is.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, self.link.next_live(0)).await.is_ok_and(|l| l.is_some())
+    }
+
+    /// Published at-least-once messages whose confirm has not come yet.
+    pub fn unconfirmed(&self) -> usize {
+        self.publisher.outstanding()
+    }
+
+    /// Requests waiting for an answer.
+    pub fn pending_requests(&self) -> usize {
+        self.requester.pending()
+    }
+
+    fn queue_plan(&self, pattern: &Pattern) -> QueuePlan {
+        let config = &self.link.config;
+        if let Some(group) = config.consumer_groups.get(pattern.as_str()) {
+            return QueuePlan::Group(format!("{}.group.{group}", config.exchange));
+        }
+        match config.delivery {
+            DeliveryMode::AtMostOnce => QueuePlan::Private,
+            DeliveryMode::AtLeastOnce => {
+                let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+                QueuePlan::Lasting(format!("{}.sub.{}.{n}", config.exchange, self.instance))
+            }
+        }
+    }
+
+    /// While connected, a subscription or handler is returned only once its
+    /// queue is bound, so nothing published after `subscribe` returns is missed.
+    /// While disconnected it is returned at once and binds on connection.
+    async fn when_bound(
+        &self,
+        registered: Result<(DropGuard, oneshot::Receiver<()>), SubscribeError>,
+    ) -> Result<DropGuard, SubscribeError> {
+        let (guard, bound) = registered?;
+        if self.link.current().is_some() {
+            let _ = tokio::time::timeout(BIND_WAIT, bound).await;
+        }
+        Ok(guard)
+    }
+
+    fn guard(&self, stop: CancellationToken, count: &Arc<AtomicUsize>) -> DropGuard {
+        count.fetch_add(1, Ordering::Relaxed);
+        let count = count.clone();
+        DropGuard::new(move || {
+            stop.cancel();
+            count.fetch_sub(1, Ordering::Relaxed);
+        })
+    }
+}
+
+impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitMqBus<M> {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn publish(&self, topic: Topic, message: Arc<M>) -> Publish<'_> {
+        let fail = |reason: String| {
+            Publish::ready(Err(PublishError::Bus {
+                bus: self.id.clone(),
+                topic: topic.to_string(),
+                reason,
+            }))
+        };
+        if self.link.stop.is_cancelled() {
+            return Publish::ready(Err(PublishError::Closed { bus: self.id.clone() }));
+        }
+        let body = match cbor_codec::encode(&*message) {
+            Ok(b) => b,
+            Err(e) => return fail(e.to_string()),
+        };
+        let max = self.link.config.max_message_size;
+        if body.len() > max {
+            return fail(format!("message of {} bytes exceeds max-message-size {max}", body.len()));
+        }
+        let persistent = self.link.config.delivery == DeliveryMode::AtLeastOnce;
+        let seq = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let properties = BasicProperties::default()
+            .with_content_type("application/cbor".into())
+            .with_message_id(format!("{}-{seq}", self.instance).into())
+            .with_timestamp(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            )
+            .with_delivery_mode(if persistent { 2 } else { 1 });
+        let out = OutMessage {
+            routing_key: topic.as_str().to_owned(),
+            body: Arc::new(body),
+            properties,
+        };
+        Publish::pending(async move {
+            self.publisher.publish(out).await.map_err(|reason| PublishError::Bus {
+                bus: self.id.clone(),
+                topic: topic.to_string(),
+                reason,
+            })
+        })
+    }
+
+    fn subscribe(
+        &self,
+        pattern: Pattern,
+        sender: SubscriptionSender<M>,
+    ) -> BoxFuture<'_, Result<DropGuard, SubscribeError>> {
+        let result = if self.link.stop.is_cancelled() {
+            Err(SubscribeError::Closed { bus: self.id.clone() })
+        } else {
+            let stop = self.link.stop.child_token();
+            let plan = self.queue_plan(&pattern);
+            let (ready, bound) = oneshot::channel();
+            self.tasks.spawn(rabbit_subscription::run(
+                self.link.clone(),
+                pattern,
+                plan,
+                sender,
+                stop.clone(),
+                ready,
+            ));
+            Ok((self.guard(stop, &self.subscriptions), bound))
+        };
+        Box::pin(self.when_bound(result))
+    }
+
+    fn handle(&self, pattern: Pattern, sender: RequestSender<M>) -> BoxFuture<'_, Result<DropGuard, SubscribeError>> {
+        let result = if self.link.stop.is_cancelled() {
+            Err(SubscribeError::Closed { bus: self.id.clone() })
+        } else {
+            let stop = self.link.stop.child_token();
+            let (ready, bound) = oneshot::channel();
+            self.tasks
+                .spawn(run_handler(self.link.clone(), pattern, sender, stop.clone(), ready));
+            Ok((self.guard(stop, &self.handlers), bound))
+        };
+        Box::pin(self.when_bound(result))
+    }
+
+    fn request(&self, topic: Topic, message: Arc<M>, timeout: Duration) -> BoxFuture<'_, Result<Arc<M>, RequestError>> {
+        Box::pin(async move {
+            if self.link.stop.is_cancelled() {
+                return Err(RequestError::Closed { bus: self.id.clone() });
+            }
+            self.requester.request(topic, message, timeout).await
+        })
+    }
+
+    fn wait_connected(&self, timeout: Duration) -> BoxFuture<'_, bool> {
+        Box::pin(RabbitMqBus::wait_connected(self, timeout))
+    }
+
+    fn defaults(&self) -> QueueDefaults {
+        let c = &self.link.config;
+        QueueDefaults {
+            capacity: c.subscriber_queue_size,
+            policy: c.full_policy,
+            request_capacity: c.request_queue_size,
+        }
+    }
+
+    fn stats(&self) -> BusStats {
+        let h = &self.link.health;
+        BusStats {
+            subscriptions: self.subscriptions.load(Ordering::Relaxed),
+            handlers: self.handlers.load(Ordering::Relaxed),
+            connected: h.connected.load(Ordering::Relaxed),
+            reconnects: h.reconnects.load(Ordering::Relaxed),
+            malformed: h.malformed.load(Ordering::Relaxed),
+        }
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // Let unconfirmed messages settle briefly before closing.
+            let settle = async {
+                while self.publisher.outstanding() > 0 && self.link.current().is_some() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), settle).await;
+            // Subscription tasks delete their queues, then the supervisor closes the connection.
+            self.link.stop.cancel();
+            self.tasks.close();
+            if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await.is_err() {
+                tracing::warn!(bus = %self.id, "RabbitMQ tasks did not finish within 5 s of stop");
+            }
+        })
+    }
+}
+
+/// Builds `class = "rabbit-mq"` buses.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RabbitMqClass;
+
+impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> BusClass<M> for RabbitMqClass {
+    fn name(&self) -> &'static str {
+        "rabbit-mq"
+    }
+
+    fn build(&self, id: &str, config: Value, metrics: Arc<Metrics>) -> Result<Arc<dyn Bus<M>>, ConfigError> {
+        let key = format!("message-bus.{id}");
+        let config: RabbitMqConfig = typed(&key, config)?;
+        config.check().map_err(|problem| ConfigError::invalid(&key, problem))?;
+        tracing::info!(bus = id, config = ?config, "starting RabbitMQ bus");
+        Ok(Arc::new(RabbitMqBus::<M>::start(id, config, &metrics)))
+    }
+}

@@ -1,0 +1,215 @@
+//! One subscription on RabbitMQ: a queue bound to the exchange with the
+//! pattern, consumed into the subscriber's local queue.
+//!
+//! # Under stress
+//!
+//! - **Slow subscriber** (`wait` policy): the local queue fills, the delivery
+//!   waits, so it is not acked; the broker stops pushing after `prefetch`
+//!   unacked deliveries and keeps the rest in the queue. Memory stays bounded.
+//! - **Malformed body** (not CBOR, or not the message type; or a routing key
+//!   that is not a valid topic): logged at `warn`, counted
+//!   (`BusStats::malformed`), rejected without requeue (dead-lettered when
+//!   `dead-letter-exchange` is set); the consumer goes on.
+//! - **Connection lost**: the task waits for the next connection, re-declares
+//!   queue, binding and consumer. At-least-once queues are named and survive
+//!   the gap (`x-expires` = `queue-expiry`), so nothing published meanwhile is
+//!   lost; unacked deliveries come again (same message id).
+//! - **Subscriber dropped / bus stopped**: the consumer is cancelled and its
+//!   queue deleted (consumer-group queues are kept: they are shared and durable).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Consumer};
+use serde::de::DeserializeOwned;
+use telamon_sdk::{Delivery, Pattern, SubscriptionSender, Topic};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::cbor_codec;
+use crate::rabbit_config::DeliveryMode;
+use crate::rabbit_link::{Link, Live};
+
+/// How a subscription's queue is declared.
+#[derive(Debug, Clone)]
+pub(crate) enum QueuePlan {
+    /// Server-named, exclusive, auto-delete (at-most-once).
+    Private,
+    /// Named, outlives a lost connection for `queue-expiry` (at-least-once).
+    Lasting(String),
+    /// Durable queue shared by a consumer group.
+    Group(String),
+}
+
+impl QueuePlan {
+    fn name(&self) -> String {
+        match self {
+            QueuePlan::Private => String::new(),
+            QueuePlan::Lasting(n) | QueuePlan::Group(n) => n.clone(),
+        }
+    }
+}
+
+/// Declares queue, binding and consumer on a fresh channel.
+pub(crate) async fn open_queue(
+    link: &Link,
+    live: &Live,
+    plan: &QueuePlan,
+    exchange: &str,
+    pattern: &str,
+    no_ack: bool,
+) -> Result<(Channel, Consumer, String), lapin::Error> {
+    let channel = live.connection.create_channel().await?;
+    channel
+        .basic_qos(link.config.prefetch, BasicQosOptions::default())
+        .await?;
+    let mut args = FieldTable::default();
+    if let Some(dlx) = &link.config.dead_letter_exchange {
+        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(dlx.as_str().into()));
+    }
+    let options = match plan {
+        QueuePlan::Private => QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..QueueDeclareOptions::default()
+        },
+        QueuePlan::Lasting(_) => {
+            let ms = link.config.queue_expiry.as_millis().clamp(1, u32::MAX as u128) as u32;
+            args.insert("x-expires".into(), AMQPValue::LongUInt(ms));
+            QueueDeclareOptions::default()
+        }
+        QueuePlan::Group(_) => QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+    };
+    let queue = channel
+        .queue_declare(plan.name().as_str().into(), options, args)
+        .await?;
+    let name = queue.name().to_string();
+    channel
+        .queue_bind(
+            name.as_str().into(),
+            exchange.into(),
+            pattern.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            name.as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((channel, consumer, name))
+}
+
+/// Cancels the consumer, deletes the queue unless it is a group's, closes the channel.
+pub(crate) async fn close_queue(channel: &Channel, consumer: &Consumer, queue: &str, delete: bool) {
+    let _ = channel
+        .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+        .await;
+    if delete {
+        let _ = channel
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await;
+    }
+    let _ = channel.close(200, "unsubscribed".into()).await;
+}
+
+/// Runs one subscription until the subscriber goes away or the bus stops.
+pub(crate) async fn run<M: DeserializeOwned + Send + Sync + 'static>(
+    link: Arc<Link>,
+    pattern: Pattern,
+    plan: QueuePlan,
+    sender: SubscriptionSender<M>,
+    stop: CancellationToken,
+    ready: oneshot::Sender<()>,
+) {
+    let mut ready = Some(ready);
+    let no_ack = link.config.delivery == DeliveryMode::AtMostOnce;
+    let delete = !matches!(plan, QueuePlan::Group(_));
+    let exchange = link.config.exchange.clone();
+    let mut seen = 0;
+    loop {
+        let live = tokio::select! {
+            _ = stop.cancelled() => return,
+            live = link.next_live(seen) => match live { Some(l) => l, None => return },
+        };
+        seen = live.generation;
+        let (channel, mut consumer, queue) =
+            match open_queue(&link, &live, &plan, &exchange, pattern.as_str(), no_ack).await {
+                Ok(opened) => opened,
+                Err(e) => {
+                    tracing::warn!(bus = %link.bus, pattern = %pattern, error = %e, "cannot set up subscription; retrying on the next connection");
+                    link.report(live.generation);
+                    continue;
+                }
+            };
+        tracing::debug!(bus = %link.bus, pattern = %pattern, queue = %queue, "subscribed");
+        if let Some(r) = ready.take() {
+            let _ = r.send(());
+        }
+        loop {
+            let next = tokio::select! {
+                _ = stop.cancelled() => {
+                    close_queue(&channel, &consumer, &queue, delete).await;
+                    return;
+                }
+                next = consumer.next() => next,
+            };
+            let delivery = match next {
+                Some(Ok(d)) => d,
+                Some(Err(_)) | None => {
+                    link.report(live.generation);
+                    break;
+                }
+            };
+            let topic = Topic::new(delivery.routing_key.as_str());
+            let decoded = cbor_codec::decode::<M>(&delivery.data);
+            let (topic, message) = match (topic, decoded) {
+                (Ok(t), Ok(m)) => (t, m),
+                (topic, decoded) => {
+                    link.health.malformed.fetch_add(1, Ordering::Relaxed);
+                    let why = match (topic, decoded) {
+                        (Err(e), _) => e.to_string(),
+                        (_, Err(e)) => e.to_string(),
+                        _ => String::new(),
+                    };
+                    tracing::warn!(bus = %link.bus, routing_key = %delivery.routing_key, error = %why, "malformed message rejected");
+                    if !no_ack {
+                        let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
+                    }
+                    continue;
+                }
+            };
+            let mut d = Delivery::new(topic, Arc::new(message));
+            if let Some(id) = delivery.properties.message_id() {
+                d = d.with_id(id.as_str());
+            }
+            if sender.deliver(d).await.is_err() {
+                // The subscriber is gone: the message goes back for others.
+                if !no_ack {
+                    let _ = delivery.reject(BasicRejectOptions { requeue: true }).await;
+                }
+                close_queue(&channel, &consumer, &queue, delete).await;
+                return;
+            }
+            if !no_ack && delivery.ack(BasicAckOptions::default()).await.is_err() {
+                link.report(live.generation);
+            }
+        }
+    }
+}
