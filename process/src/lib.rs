@@ -89,7 +89,7 @@ pub use in_memory_bus::{
 pub use metrics::{BusHealth, LATENCY_BUCKETS_US, Metrics, TopicCounters};
 pub use process::{Process, RunningProcess, StopReport};
 pub use process_config::{
-    DEFAULT_BUS_ID, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, Unrouted, typed,
+    DEFAULT_BUS_ID, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, Unrouted, typed,
 };
 pub use router::{RouteBuses, Router};
 pub use signal::{init_tracing, shutdown_signal};

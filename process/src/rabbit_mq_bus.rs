@@ -47,6 +47,10 @@ pub struct RabbitMqBus<M> {
     publisher: Arc<Publisher>,
     requester: Arc<Requester<M>>,
     tasks: TaskTracker,
+    /// Subscription and handler tasks: stopped first, so they can delete their
+    /// queues while the connection is still up.
+    consumers: CancellationToken,
+    consumer_tasks: TaskTracker,
     instance: String,
     next_id: AtomicU64,
     subscriptions: Arc<AtomicUsize>,
@@ -96,6 +100,8 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> RabbitMqBus<M> {
             publisher,
             requester,
             tasks,
+            consumers: CancellationToken::new(),
+            consumer_tasks: TaskTracker::new(),
             instance,
             next_id: AtomicU64::new(0),
             subscriptions: Arc::new(AtomicUsize::new(0)),
@@ -214,10 +220,10 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
         let result = if self.link.stop.is_cancelled() {
             Err(SubscribeError::Closed { bus: self.id.clone() })
         } else {
-            let stop = self.link.stop.child_token();
+            let stop = self.consumers.child_token();
             let plan = self.queue_plan(&pattern);
             let (ready, bound) = oneshot::channel();
-            self.tasks.spawn(rabbit_subscription::run(
+            self.consumer_tasks.spawn(rabbit_subscription::run(
                 self.link.clone(),
                 pattern,
                 plan,
@@ -234,9 +240,9 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
         let result = if self.link.stop.is_cancelled() {
             Err(SubscribeError::Closed { bus: self.id.clone() })
         } else {
-            let stop = self.link.stop.child_token();
+            let stop = self.consumers.child_token();
             let (ready, bound) = oneshot::channel();
-            self.tasks
+            self.consumer_tasks
                 .spawn(run_handler(self.link.clone(), pattern, sender, stop.clone(), ready));
             Ok((self.guard(stop, &self.handlers), bound))
         };
@@ -286,6 +292,11 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
             };
             let _ = tokio::time::timeout(Duration::from_secs(2), settle).await;
             // Subscription tasks delete their queues, then the supervisor closes the connection.
+            self.consumers.cancel();
+            self.consumer_tasks.close();
+            if tokio::time::timeout(Duration::from_secs(3), self.consumer_tasks.wait()).await.is_err() {
+                tracing::warn!(bus = %self.id, "subscriptions did not close within 3 s of stop");
+            }
             self.link.stop.cancel();
             self.tasks.close();
             if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await.is_err() {

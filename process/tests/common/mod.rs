@@ -6,6 +6,8 @@
     reason = "each test file uses a different part"
 )]
 
+pub mod rabbit;
+
 use std::future::Future;
 use std::time::Duration;
 
