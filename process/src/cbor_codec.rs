@@ -60,7 +60,11 @@ mod tests {
         assert_eq!(decode::<Reading>(&encode(&r).unwrap()).unwrap(), r);
         let mut from_ciborium = Vec::new();
         ciborium::into_writer(&r, &mut from_ciborium).unwrap();
-        assert_ne!(from_ciborium, encode(&r).unwrap(), "ciborium shortens the float");
+        assert_ne!(
+            from_ciborium,
+            encode(&r).unwrap(),
+            "ciborium shortens the float"
+        );
         assert_eq!(decode::<Reading>(&from_ciborium).unwrap(), r);
     }
 

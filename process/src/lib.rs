@@ -89,7 +89,8 @@ pub use in_memory_bus::{
 pub use metrics::{BusHealth, LATENCY_BUCKETS_US, Metrics, TopicCounters};
 pub use process::{Process, RunningProcess, StopReport};
 pub use process_config::{
-    DEFAULT_BUS_ID, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, Unrouted, typed,
+    DEFAULT_BUS_ID, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT,
+    Unrouted, typed,
 };
 pub use router::{RouteBuses, Router};
 pub use signal::{init_tracing, shutdown_signal};
@@ -97,7 +98,9 @@ pub use signal::{init_tracing, shutdown_signal};
 #[cfg(feature = "rabbit-mq")]
 pub use cbor_codec::{CodecError, decode as decode_cbor, encode as encode_cbor};
 #[cfg(feature = "rabbit-mq")]
-pub use rabbit_config::{DEFAULT_EXCHANGE, DEFAULT_URL, DeliveryMode, RabbitMqConfig, Secret, redact};
+pub use rabbit_config::{
+    DEFAULT_EXCHANGE, DEFAULT_URL, DeliveryMode, RabbitMqConfig, Secret, redact,
+};
 #[cfg(feature = "rabbit-mq")]
 pub use rabbit_mq_bus::{RabbitMqBus, RabbitMqClass};
 

@@ -220,9 +220,21 @@ impl Metrics {
         );
         let buses = self.buses.lock().unwrap_or_else(|e| e.into_inner());
         for (metric, help, kind) in [
-            ("telamon_bus_connected", "1 while the bus is connected to its broker.", "gauge"),
-            ("telamon_bus_reconnects_total", "Broker connections re-established after a loss.", "counter"),
-            ("telamon_bus_malformed_total", "Bodies rejected because they could not be decoded.", "counter"),
+            (
+                "telamon_bus_connected",
+                "1 while the bus is connected to its broker.",
+                "gauge",
+            ),
+            (
+                "telamon_bus_reconnects_total",
+                "Broker connections re-established after a loss.",
+                "counter",
+            ),
+            (
+                "telamon_bus_malformed_total",
+                "Bodies rejected because they could not be decoded.",
+                "counter",
+            ),
         ] {
             let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} {kind}");
             for (id, h) in buses.iter() {

@@ -177,7 +177,9 @@ impl RabbitMqConfig {
             telamon_sdk::Pattern::new(pattern)
                 .map_err(|e| format!("consumer-groups: `{pattern}`: {e}"))?;
             if group.is_empty() {
-                return Err(format!("consumer-groups: `{pattern}` has an empty group name"));
+                return Err(format!(
+                    "consumer-groups: `{pattern}` has an empty group name"
+                ));
             }
         }
         Ok(())
@@ -239,12 +241,18 @@ mod tests {
     #[test]
     fn passwords_never_reach_debug_output() {
         let mut c = RabbitMqConfig {
-            urls: Urls::Many(vec!["amqp://bob:hunter2@a:5672/%2f".into(), "amqp://b:5672".into()]),
+            urls: Urls::Many(vec![
+                "amqp://bob:hunter2@a:5672/%2f".into(),
+                "amqp://b:5672".into(),
+            ]),
             ..Default::default()
         };
         c.password = Some(Secret("s3cr3t".into()));
         let shown = format!("{c:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("s3cr3t"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cr3t"),
+            "{shown}"
+        );
         assert_eq!(c.urls()[0], "amqp://bob:s3cr3t@a:5672/%2f");
         assert_eq!(c.urls()[1], "amqp://guest:s3cr3t@b:5672");
         assert_eq!(redact("amqp://bob:hunter2@a/"), "amqp://bob:***@a/");

@@ -124,7 +124,10 @@ impl Link {
                     self.live.send_replace(None);
                     self.health.connected.store(false, Ordering::Relaxed);
                     if self.stop.is_cancelled() {
-                        let _ = live.connection.close(200, "telamon bus stopping".into()).await;
+                        let _ = live
+                            .connection
+                            .close(200, "telamon bus stopping".into())
+                            .await;
                         break;
                     }
                     tracing::warn!(bus = %self.bus, url = %redact(url), "lost the RabbitMQ connection; reconnecting");
@@ -135,7 +138,11 @@ impl Link {
                     next_url += 1;
                 }
             }
-            let delay = backoff(attempt, self.config.reconnect_min, self.config.reconnect_max);
+            let delay = backoff(
+                attempt,
+                self.config.reconnect_min,
+                self.config.reconnect_max,
+            );
             attempt = attempt.saturating_add(1);
             tokio::select! {
                 _ = self.stop.cancelled() => break,
@@ -147,7 +154,8 @@ impl Link {
     }
 
     async fn connect(&self, url: &str, generation: u64) -> Result<Live, lapin::Error> {
-        let properties = ConnectionProperties::default().with_connection_name(format!("telamon/{}", self.bus).into());
+        let properties = ConnectionProperties::default()
+            .with_connection_name(format!("telamon/{}", self.bus).into());
         let connection = Connection::connect(url, properties).await?;
         let publish = connection.create_channel().await?;
         let request = connection.create_channel().await?;
@@ -172,9 +180,13 @@ impl Link {
             )
             .await?;
         if self.config.delivery == DeliveryMode::AtLeastOnce {
-            publish.confirm_select(ConfirmSelectOptions::default()).await?;
+            publish
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
         }
-        request.confirm_select(ConfirmSelectOptions::default()).await?;
+        request
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         Ok(Live {
             connection,
             publish,

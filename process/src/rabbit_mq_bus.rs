@@ -19,8 +19,8 @@ use lapin::BasicProperties;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use telamon_sdk::{
-    BoxFuture, DropGuard, Pattern, Publish, PublishError, RequestError, RequestSender, SubscribeError,
-    SubscriptionSender, Topic,
+    BoxFuture, DropGuard, Pattern, Publish, PublishError, RequestError, RequestSender,
+    SubscribeError, SubscriptionSender, Topic,
 };
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -112,7 +112,9 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> RabbitMqBus<M> {
 
     /// Waits until the bus is connected, up to `timeout`; `true` if it is.
     pub async fn wait_connected(&self, timeout: Duration) -> bool {
-        tokio::time::timeout(timeout, self.link.next_live(0)).await.is_ok_and(|l| l.is_some())
+        tokio::time::timeout(timeout, self.link.next_live(0))
+            .await
+            .is_ok_and(|l| l.is_some())
     }
 
     /// Published at-least-once messages whose confirm has not come yet.
@@ -177,7 +179,9 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
             }))
         };
         if self.link.stop.is_cancelled() {
-            return Publish::ready(Err(PublishError::Closed { bus: self.id.clone() }));
+            return Publish::ready(Err(PublishError::Closed {
+                bus: self.id.clone(),
+            }));
         }
         let body = match cbor_codec::encode(&*message) {
             Ok(b) => b,
@@ -185,7 +189,10 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
         };
         let max = self.link.config.max_message_size;
         if body.len() > max {
-            return fail(format!("message of {} bytes exceeds max-message-size {max}", body.len()));
+            return fail(format!(
+                "message of {} bytes exceeds max-message-size {max}",
+                body.len()
+            ));
         }
         let persistent = self.link.config.delivery == DeliveryMode::AtLeastOnce;
         let seq = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -204,11 +211,14 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
             properties,
         };
         Publish::pending(async move {
-            self.publisher.publish(out).await.map_err(|reason| PublishError::Bus {
-                bus: self.id.clone(),
-                topic: topic.to_string(),
-                reason,
-            })
+            self.publisher
+                .publish(out)
+                .await
+                .map_err(|reason| PublishError::Bus {
+                    bus: self.id.clone(),
+                    topic: topic.to_string(),
+                    reason,
+                })
         })
     }
 
@@ -218,7 +228,9 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
         sender: SubscriptionSender<M>,
     ) -> BoxFuture<'_, Result<DropGuard, SubscribeError>> {
         let result = if self.link.stop.is_cancelled() {
-            Err(SubscribeError::Closed { bus: self.id.clone() })
+            Err(SubscribeError::Closed {
+                bus: self.id.clone(),
+            })
         } else {
             let stop = self.consumers.child_token();
             let plan = self.queue_plan(&pattern);
@@ -236,23 +248,41 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
         Box::pin(self.when_bound(result))
     }
 
-    fn handle(&self, pattern: Pattern, sender: RequestSender<M>) -> BoxFuture<'_, Result<DropGuard, SubscribeError>> {
+    fn handle(
+        &self,
+        pattern: Pattern,
+        sender: RequestSender<M>,
+    ) -> BoxFuture<'_, Result<DropGuard, SubscribeError>> {
         let result = if self.link.stop.is_cancelled() {
-            Err(SubscribeError::Closed { bus: self.id.clone() })
+            Err(SubscribeError::Closed {
+                bus: self.id.clone(),
+            })
         } else {
             let stop = self.consumers.child_token();
             let (ready, bound) = oneshot::channel();
-            self.consumer_tasks
-                .spawn(run_handler(self.link.clone(), pattern, sender, stop.clone(), ready));
+            self.consumer_tasks.spawn(run_handler(
+                self.link.clone(),
+                pattern,
+                sender,
+                stop.clone(),
+                ready,
+            ));
             Ok((self.guard(stop, &self.handlers), bound))
         };
         Box::pin(self.when_bound(result))
     }
 
-    fn request(&self, topic: Topic, message: Arc<M>, timeout: Duration) -> BoxFuture<'_, Result<Arc<M>, RequestError>> {
+    fn request(
+        &self,
+        topic: Topic,
+        message: Arc<M>,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Arc<M>, RequestError>> {
         Box::pin(async move {
             if self.link.stop.is_cancelled() {
-                return Err(RequestError::Closed { bus: self.id.clone() });
+                return Err(RequestError::Closed {
+                    bus: self.id.clone(),
+                });
             }
             self.requester.request(topic, message, timeout).await
         })
@@ -294,12 +324,18 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
             // Subscription tasks delete their queues, then the supervisor closes the connection.
             self.consumers.cancel();
             self.consumer_tasks.close();
-            if tokio::time::timeout(Duration::from_secs(3), self.consumer_tasks.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(3), self.consumer_tasks.wait())
+                .await
+                .is_err()
+            {
                 tracing::warn!(bus = %self.id, "subscriptions did not close within 3 s of stop");
             }
             self.link.stop.cancel();
             self.tasks.close();
-            if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait())
+                .await
+                .is_err()
+            {
                 tracing::warn!(bus = %self.id, "RabbitMQ tasks did not finish within 5 s of stop");
             }
         })
@@ -315,10 +351,17 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> BusClass<M> for Ra
         "rabbit-mq"
     }
 
-    fn build(&self, id: &str, config: Value, metrics: Arc<Metrics>) -> Result<Arc<dyn Bus<M>>, ConfigError> {
+    fn build(
+        &self,
+        id: &str,
+        config: Value,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<dyn Bus<M>>, ConfigError> {
         let key = format!("message-bus.{id}");
         let config: RabbitMqConfig = typed(&key, config)?;
-        config.check().map_err(|problem| ConfigError::invalid(&key, problem))?;
+        config
+            .check()
+            .map_err(|problem| ConfigError::invalid(&key, problem))?;
         tracing::info!(bus = id, config = ?config, "starting RabbitMQ bus");
         Ok(Arc::new(RabbitMqBus::<M>::start(id, config, &metrics)))
     }

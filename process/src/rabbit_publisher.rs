@@ -51,7 +51,9 @@ pub(crate) struct Publisher {
 
 impl Publisher {
     /// A publisher and the task that collects its confirms.
-    pub(crate) fn new(link: Arc<Link>) -> (Arc<Self>, impl std::future::Future<Output = ()> + Send) {
+    pub(crate) fn new(
+        link: Arc<Link>,
+    ) -> (Arc<Self>, impl std::future::Future<Output = ()> + Send) {
         let (tx, rx) = mpsc::unbounded_channel();
         let publisher = Arc::new(Publisher {
             window: Arc::new(Semaphore::new(link.config.confirm_window)),

@@ -29,7 +29,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::BasicProperties;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Channel, Confirmation};
 use serde::de::DeserializeOwned;
@@ -160,7 +162,12 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Requester<M> {
                             .correlation_id()
                             .as_ref()
                             .and_then(|c| c.as_str().parse::<u64>().ok());
-                        let waiter = id.and_then(|id| self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id));
+                        let waiter = id.and_then(|id| {
+                            self.pending
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .remove(&id)
+                        });
                         if let Some(tx) = waiter {
                             let _ = tx.send(d.data);
                         }
@@ -185,7 +192,12 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Requester<M> {
     }
 
     /// Sends a request and waits for its answer.
-    pub(crate) async fn request(&self, topic: Topic, message: Arc<M>, timeout: Duration) -> Result<Arc<M>, RequestError> {
+    pub(crate) async fn request(
+        &self,
+        topic: Topic,
+        message: Arc<M>,
+        timeout: Duration,
+    ) -> Result<Arc<M>, RequestError> {
         let bus_error = |reason: String| RequestError::Bus {
             bus: self.link.bus.clone(),
             topic: topic.to_string(),
@@ -209,8 +221,14 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Requester<M> {
                 .ok_or_else(|| bus_error("reply queue not ready".into()))?;
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = oneshot::channel();
-            self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
-            let _guard = PendingGuard { requester: self, id };
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, tx);
+            let _guard = PendingGuard {
+                requester: self,
+                id,
+            };
             let properties = BasicProperties::default()
                 .with_content_type(CONTENT_TYPE.into())
                 .with_correlation_id(id.to_string().into())
@@ -271,7 +289,12 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Requester<M> {
 }
 
 /// Publishes an answer to a reply queue.
-async fn reply(channel: &Channel, reply_to: &str, correlation_id: &str, body: &[u8]) -> Result<(), lapin::Error> {
+async fn reply(
+    channel: &Channel,
+    reply_to: &str,
+    correlation_id: &str,
+    body: &[u8],
+) -> Result<(), lapin::Error> {
     channel
         .basic_publish(
             "".into(),
@@ -292,7 +315,8 @@ fn encode_reply<M: Serialize>(outcome: &Result<Arc<M>, HandlerError>) -> Vec<u8>
         Err(e) => cbor_codec::encode(&ReplyOut::<M>::Err(e)),
     };
     encoded.unwrap_or_else(|e| {
-        let error = HandlerError::new(format!("response could not be encoded: {e}")).with_code("encode");
+        let error =
+            HandlerError::new(format!("response could not be encoded: {e}")).with_code("encode");
         cbor_codec::encode(&ReplyOut::<M>::Err(&error)).unwrap_or_default()
     })
 }
@@ -315,7 +339,14 @@ pub(crate) async fn run_handler<M: Serialize + DeserializeOwned + Send + Sync + 
             live = link.next_live(seen) => match live { Some(l) => l, None => return },
         };
         seen = live.generation;
-        let opened = open_handler_queue(&link, &live, &queue_name, &request_exchange, pattern.as_str()).await;
+        let opened = open_handler_queue(
+            &link,
+            &live,
+            &queue_name,
+            &request_exchange,
+            pattern.as_str(),
+        )
+        .await;
         let (channel, mut consumer, queue) = match opened {
             Ok(o) => o,
             Err(e) => {
@@ -343,8 +374,16 @@ pub(crate) async fn run_handler<M: Serialize + DeserializeOwned + Send + Sync + 
                 }
             };
             let _ = delivery.ack(BasicAckOptions::default()).await;
-            let reply_to = delivery.properties.reply_to().as_ref().map(|s| s.to_string());
-            let correlation = delivery.properties.correlation_id().as_ref().map(|s| s.to_string());
+            let reply_to = delivery
+                .properties
+                .reply_to()
+                .as_ref()
+                .map(|s| s.to_string());
+            let correlation = delivery
+                .properties
+                .correlation_id()
+                .as_ref()
+                .map(|s| s.to_string());
             let (Some(reply_to), Some(correlation)) = (reply_to, correlation) else {
                 link.health.malformed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(bus = %link.bus, routing_key = %delivery.routing_key, "request without reply-to or correlation-id dropped");
@@ -356,24 +395,46 @@ pub(crate) async fn run_handler<M: Serialize + DeserializeOwned + Send + Sync + 
                 (Ok(t), Ok(m)) => (t, m),
                 (t, m) => {
                     link.health.malformed.fetch_add(1, Ordering::Relaxed);
-                    let why = t.err().map(|e| e.to_string()).or(m.err().map(|e| e.to_string())).unwrap_or_default();
+                    let why = t
+                        .err()
+                        .map(|e| e.to_string())
+                        .or(m.err().map(|e| e.to_string()))
+                        .unwrap_or_default();
                     tracing::warn!(bus = %link.bus, routing_key = %delivery.routing_key, error = %why, "malformed request answered with an error");
-                    let error = HandlerError::new(format!("malformed request: {why}")).with_code("malformed");
-                    let _ = reply(&live.request, &reply_to, &correlation, &encode_reply::<M>(&Err(error))).await;
+                    let error = HandlerError::new(format!("malformed request: {why}"))
+                        .with_code("malformed");
+                    let _ = reply(
+                        &live.request,
+                        &reply_to,
+                        &correlation,
+                        &encode_reply::<M>(&Err(error)),
+                    )
+                    .await;
                     continue;
                 }
             };
             let (responder, answer) = Responder::channel();
-            if sender.send(Request::new(topic, Arc::new(message), responder)).await.is_err() {
+            if sender
+                .send(Request::new(topic, Arc::new(message), responder))
+                .await
+                .is_err()
+            {
                 close_queue(&channel, &consumer, &queue, false).await;
                 return;
             }
             let live = live.clone();
             tokio::spawn(async move {
                 let outcome = answer.await.unwrap_or_else(|_| {
-                    Err(HandlerError::new("handler went away without answering").with_code("dropped"))
+                    Err(HandlerError::new("handler went away without answering")
+                        .with_code("dropped"))
                 });
-                let _ = reply(&live.request, &reply_to, &correlation, &encode_reply(&outcome)).await;
+                let _ = reply(
+                    &live.request,
+                    &reply_to,
+                    &correlation,
+                    &encode_reply(&outcome),
+                )
+                .await;
             });
         }
     }
@@ -390,7 +451,10 @@ async fn open_handler_queue(
     // their last handler, so nothing is left on the broker.
     let channel = live.connection.create_channel().await?;
     channel
-        .basic_qos(link.config.prefetch, lapin::options::BasicQosOptions::default())
+        .basic_qos(
+            link.config.prefetch,
+            lapin::options::BasicQosOptions::default(),
+        )
         .await?;
     channel
         .queue_declare(

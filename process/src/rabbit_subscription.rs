@@ -71,7 +71,10 @@ pub(crate) async fn open_queue(
         .await?;
     let mut args = FieldTable::default();
     if let Some(dlx) = &link.config.dead_letter_exchange {
-        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(dlx.as_str().into()));
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(dlx.as_str().into()),
+        );
     }
     let options = match plan {
         QueuePlan::Private => QueueDeclareOptions {
@@ -80,7 +83,11 @@ pub(crate) async fn open_queue(
             ..QueueDeclareOptions::default()
         },
         QueuePlan::Lasting(_) => {
-            let ms = link.config.queue_expiry.as_millis().clamp(1, u32::MAX as u128) as u32;
+            let ms = link
+                .config
+                .queue_expiry
+                .as_millis()
+                .clamp(1, u32::MAX as u128) as u32;
             args.insert("x-expires".into(), AMQPValue::LongUInt(ms));
             QueueDeclareOptions::default()
         }
@@ -149,15 +156,23 @@ pub(crate) async fn run<M: DeserializeOwned + Send + Sync + 'static>(
             live = link.next_live(seen) => match live { Some(l) => l, None => return },
         };
         seen = live.generation;
-        let (channel, mut consumer, queue) =
-            match open_queue(&link, &live, &plan, &exchange, pattern.as_str(), no_ack).await {
-                Ok(opened) => opened,
-                Err(e) => {
-                    tracing::warn!(bus = %link.bus, pattern = %pattern, error = %e, "cannot set up subscription; retrying on the next connection");
-                    link.report(live.generation);
-                    continue;
-                }
-            };
+        let (channel, mut consumer, queue) = match open_queue(
+            &link,
+            &live,
+            &plan,
+            &exchange,
+            pattern.as_str(),
+            no_ack,
+        )
+        .await
+        {
+            Ok(opened) => opened,
+            Err(e) => {
+                tracing::warn!(bus = %link.bus, pattern = %pattern, error = %e, "cannot set up subscription; retrying on the next connection");
+                link.report(live.generation);
+                continue;
+            }
+        };
         tracing::debug!(bus = %link.bus, pattern = %pattern, queue = %queue, "subscribed");
         if let Some(r) = ready.take() {
             let _ = r.send(());

@@ -13,7 +13,10 @@ use telamon_sdk::{FullPolicy, PublishError, SubscribeOptions};
 use tokio::net::TcpListener;
 
 async fn start(toml: &str) -> RunningProcess<Value> {
-    Process::<Value>::new(config(toml)).start().await.expect("process starts")
+    Process::<Value>::new(config(toml))
+        .start()
+        .await
+        .expect("process starts")
 }
 
 #[tokio::test]
@@ -35,7 +38,10 @@ async fn every_subscription_to_a_topic_gets_every_message_across_processes() {
             let d = within(sub.recv()).await.unwrap();
             assert_eq!(**d.message(), json!(n));
             assert_eq!(d.topic().as_str(), "orders.eu");
-            assert!(d.id().is_some(), "the AMQP message id is available for de-duplication");
+            assert!(
+                d.id().is_some(),
+                "the AMQP message id is available for de-duplication"
+            );
         }
     }
     a.stop().await;
@@ -48,7 +54,11 @@ async fn every_subscription_to_a_topic_gets_every_message_across_processes() {
 async fn a_consumer_group_shares_the_work() {
     require_broker();
     let exchange = unique("group");
-    let toml = rabbit_toml(&exchange, "at-least-once", "consumer-groups = { \"jobs.#\" = \"workers\" }\nprefetch = 1");
+    let toml = rabbit_toml(
+        &exchange,
+        "at-least-once",
+        "consumer-groups = { \"jobs.#\" = \"workers\" }\nprefetch = 1",
+    );
     let a = start(&toml).await;
     let b = start(&toml).await;
     let mut wa = a.context("w").subscribe("jobs.#").await.unwrap();
@@ -68,7 +78,12 @@ async fn a_consumer_group_shares_the_work() {
         }
     })
     .await;
-    assert!(!got_a.is_empty() && !got_b.is_empty(), "both workers got work: {} / {}", got_a.len(), got_b.len());
+    assert!(
+        !got_a.is_empty() && !got_b.is_empty(),
+        "both workers got work: {} / {}",
+        got_a.len(),
+        got_b.len()
+    );
     assert!(got_a.is_disjoint(&got_b), "no job went to both");
     assert_eq!(got_a.union(&got_b).count(), 100);
     a.stop().await;
@@ -78,9 +93,13 @@ async fn a_consumer_group_shares_the_work() {
     assert_eq!(left.len(), 1, "{left:?}");
     assert!(left[0].0.ends_with(".group.workers"));
     assert_eq!((left[0].1, left[0].2), (0, 0));
-    let cleanup = lapin::Connection::connect(&amqp_url(), Default::default()).await.unwrap();
+    let cleanup = lapin::Connection::connect(&amqp_url(), Default::default())
+        .await
+        .unwrap();
     let ch = cleanup.create_channel().await.unwrap();
-    ch.queue_delete(left[0].0.as_str().into(), Default::default()).await.unwrap();
+    ch.queue_delete(left[0].0.as_str().into(), Default::default())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -91,14 +110,22 @@ async fn malformed_bodies_are_rejected_counted_and_consumption_goes_on() {
     let ctx = p.context("t");
     let mut sub = ctx.subscribe("data.#").await.unwrap();
     // A raw AMQP client publishes garbage, then a valid message.
-    let raw = lapin::Connection::connect(&amqp_url(), Default::default()).await.unwrap();
+    let raw = lapin::Connection::connect(&amqp_url(), Default::default())
+        .await
+        .unwrap();
     let ch = raw.create_channel().await.unwrap();
     for body in [&b"\xff\xfe not cbor"[..], &b""[..]] {
-        ch.basic_publish(exchange.as_str().into(), "data.x".into(), Default::default(), body, Default::default())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        ch.basic_publish(
+            exchange.as_str().into(),
+            "data.x".into(),
+            Default::default(),
+            body,
+            Default::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     }
     ctx.publish("data.x", json!("valid")).await.unwrap();
     let d = within(sub.recv()).await.unwrap();
@@ -114,7 +141,10 @@ async fn a_slow_subscriber_holds_at_most_prefetch_messages_the_broker_keeps_the_
     let p = start(&rabbit_toml(&exchange, "at-least-once", "prefetch = 10")).await;
     let ctx = p.context("t");
     let _slow = ctx
-        .subscribe_with("load.#", SubscribeOptions::new().capacity(4).policy(FullPolicy::Wait))
+        .subscribe_with(
+            "load.#",
+            SubscribeOptions::new().capacity(4).policy(FullPolicy::Wait),
+        )
         .await
         .unwrap();
     for n in 0..200 {
@@ -145,12 +175,21 @@ async fn late_broker() -> (u16, tokio::sync::oneshot::Sender<()>) {
     drop(probe);
     let (go, appear) = tokio::sync::oneshot::channel::<()>();
     let broker = amqp_url();
-    let target = broker.rsplit('@').next().unwrap().split('/').next().unwrap().to_owned();
+    let target = broker
+        .rsplit('@')
+        .next()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
     tokio::spawn(async move {
         let _ = appear.await;
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         loop {
-            let Ok((mut inbound, _)) = listener.accept().await else { return };
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
             let target = target.clone();
             tokio::spawn(async move {
                 if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
@@ -175,7 +214,10 @@ async fn a_process_starts_without_its_broker_reports_it_and_connects_when_it_app
     let ctx = p.context("t");
     let mut sub = ctx.subscribe("late.#").await.unwrap();
     let err = ctx.publish("late.x", json!(0)).await.unwrap_err();
-    assert!(matches!(err, PublishError::Bus { ref reason, .. } if reason.contains("not connected")), "{err}");
+    assert!(
+        matches!(err, PublishError::Bus { ref reason, .. } if reason.contains("not connected")),
+        "{err}"
+    );
     appear.send(()).unwrap();
     // Publish until the bus is connected and the subscription bound; nothing claims success before.
     let mut sent = None;
@@ -195,6 +237,9 @@ async fn a_process_starts_without_its_broker_reports_it_and_connects_when_it_app
     // every message published once it is bound arrives.
     assert!(first.message().as_i64().unwrap() >= sent.unwrap());
     let text = p.metrics().render();
-    assert!(text.contains("telamon_bus_connected{bus=\"external\"} 1"), "{text}");
+    assert!(
+        text.contains("telamon_bus_connected{bus=\"external\"} 1"),
+        "{text}"
+    );
     p.stop().await;
 }

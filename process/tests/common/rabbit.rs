@@ -6,7 +6,8 @@ use std::time::Duration;
 
 /// The broker the tests use: `TELAMON_TEST_AMQP_URL`, default the local one.
 pub fn amqp_url() -> String {
-    std::env::var("TELAMON_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+    std::env::var("TELAMON_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
 /// host:port of [`amqp_url`].
@@ -15,7 +16,11 @@ fn broker_address() -> String {
     let rest = url.split("://").nth(1).unwrap_or("127.0.0.1:5672");
     let hostport = rest.rsplit('@').next().unwrap_or(rest);
     let hostport = hostport.split('/').next().unwrap_or(hostport);
-    if hostport.contains(':') { hostport.to_owned() } else { format!("{hostport}:5672") }
+    if hostport.contains(':') {
+        hostport.to_owned()
+    } else {
+        format!("{hostport}:5672")
+    }
 }
 
 /// Fails the test with instructions when no broker is reachable (never skips).
@@ -52,10 +57,21 @@ pub fn rabbit_toml(exchange: &str, delivery: &str, extra: &str) -> String {
 /// `rabbitmqctl list_queues name messages_ready messages_unacknowledged`, for queues whose name starts with `prefix`.
 pub fn queues(prefix: &str) -> Vec<(String, u64, u64)> {
     let out = Command::new("rabbitmqctl")
-        .args(["list_queues", "-q", "--no-table-headers", "name", "messages_ready", "messages_unacknowledged"])
+        .args([
+            "list_queues",
+            "-q",
+            "--no-table-headers",
+            "name",
+            "messages_ready",
+            "messages_unacknowledged",
+        ])
         .output()
         .expect("rabbitmqctl runs (the broker tests need it on PATH)");
-    assert!(out.status.success(), "rabbitmqctl failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "rabbitmqctl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {
@@ -66,4 +82,27 @@ pub fn queues(prefix: &str) -> Vec<(String, u64, u64)> {
             name.starts_with(prefix).then_some((name, ready, unacked))
         })
         .collect()
+}
+
+/// Bindings whose source exchange starts with `prefix` (`rabbitmqctl list_bindings`).
+pub fn bindings(prefix: &str) -> usize {
+    let out = Command::new("rabbitmqctl")
+        .args([
+            "list_bindings",
+            "-q",
+            "--no-table-headers",
+            "source_name",
+            "destination_name",
+        ])
+        .output()
+        .expect("rabbitmqctl runs (the broker tests need it on PATH)");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .count()
 }
