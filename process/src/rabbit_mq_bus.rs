@@ -266,6 +266,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
                 sender,
                 stop.clone(),
                 ready,
+                self.consumer_tasks.clone(),
             ));
             Ok((self.guard(stop, &self.handlers), bound))
         };

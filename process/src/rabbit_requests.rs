@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use telamon_sdk::{HandlerError, Pattern, Request, RequestError, RequestSender, Responder, Topic};
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::cbor_codec;
 use crate::rabbit_link::{Link, Live};
@@ -328,6 +329,7 @@ pub(crate) async fn run_handler<M: Serialize + DeserializeOwned + Send + Sync + 
     sender: RequestSender<M>,
     stop: CancellationToken,
     ready: oneshot::Sender<()>,
+    replies: TaskTracker,
 ) {
     let mut ready = Some(ready);
     let queue_name = format!("{}.request.{}", link.config.exchange, pattern.as_str());
@@ -423,7 +425,7 @@ pub(crate) async fn run_handler<M: Serialize + DeserializeOwned + Send + Sync + 
                 return;
             }
             let live = live.clone();
-            tokio::spawn(async move {
+            replies.spawn(async move {
                 let outcome = answer.await.unwrap_or_else(|_| {
                     Err(HandlerError::new("handler went away without answering")
                         .with_code("dropped"))

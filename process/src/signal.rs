@@ -24,10 +24,15 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Sets up `tracing` output with `RUST_LOG` filtering (default `info`).
+/// Sets up `tracing` output on stderr with `RUST_LOG` filtering (default
+/// `info`, with lapin's per-message notice about returned requests — which
+/// Telamon already reports as `NoResponder` — kept at `error`).
 /// Does nothing if a subscriber is already set.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin::returned_messages=error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
