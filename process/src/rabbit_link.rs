@@ -33,8 +33,10 @@ pub(crate) struct Live {
     pub(crate) connection: Connection,
     /// Publishes (confirm mode under at-least-once).
     pub(crate) publish: Channel,
-    /// Requests and replies (always confirm mode, for mandatory returns).
+    /// Requests (always confirm mode, for mandatory returns).
     pub(crate) request: Channel,
+    /// Replies to requests (no confirms: a lost reply is a timeout anyway).
+    pub(crate) reply: Channel,
     /// Counts connections: 1 for the first, +1 per reconnect.
     pub(crate) generation: u64,
 }
@@ -44,6 +46,7 @@ impl Live {
         self.connection.status().connected()
             && self.publish.status().connected()
             && self.request.status().connected()
+            && self.reply.status().connected()
     }
 }
 
@@ -159,6 +162,7 @@ impl Link {
         let connection = Connection::connect(url, properties).await?;
         let publish = connection.create_channel().await?;
         let request = connection.create_channel().await?;
+        let reply = connection.create_channel().await?;
         let options = ExchangeDeclareOptions {
             durable: self.config.exchange_durable,
             ..ExchangeDeclareOptions::default()
@@ -191,6 +195,7 @@ impl Link {
             connection,
             publish,
             request,
+            reply,
             generation,
         })
     }

@@ -136,6 +136,19 @@ pub(crate) async fn close_queue(channel: &Channel, consumer: &Consumer, queue: &
     let _ = channel.close(200, "unsubscribed".into()).await;
 }
 
+/// Deliveries acknowledged together (they are in the subscriber's queue already).
+const ACK_BATCH: usize = 64;
+/// A pause in the stream this long acknowledges what was taken so far.
+const ACK_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Acknowledges every delivery up to the last one taken.
+async fn flush_ack(unacked: &mut Option<lapin::Acker>, count: &mut usize) {
+    if let Some(acker) = unacked.take() {
+        let _ = acker.ack(BasicAckOptions { multiple: true }).await;
+    }
+    *count = 0;
+}
+
 /// Runs one subscription until the subscriber goes away or the bus stops.
 pub(crate) async fn run<M: DeserializeOwned + Send + Sync + 'static>(
     link: Arc<Link>,
@@ -177,13 +190,23 @@ pub(crate) async fn run<M: DeserializeOwned + Send + Sync + 'static>(
         if let Some(r) = ready.take() {
             let _ = r.send(());
         }
+        // Acks are batched: one `multiple` ack per ACK_BATCH deliveries, or when
+        // the stream pauses, so the broker is not asked to settle every message.
+        let mut unacked: Option<lapin::Acker> = None;
+        let mut unacked_count = 0usize;
         loop {
             let next = tokio::select! {
+                biased;
                 _ = stop.cancelled() => {
+                    flush_ack(&mut unacked, &mut unacked_count).await;
                     close_queue(&channel, &consumer, &queue, delete).await;
                     return;
                 }
                 next = consumer.next() => next,
+                _ = tokio::time::sleep(ACK_PAUSE), if unacked.is_some() => {
+                    flush_ack(&mut unacked, &mut unacked_count).await;
+                    continue;
+                }
             };
             let delivery = match next {
                 Some(Ok(d)) => d,
@@ -205,6 +228,7 @@ pub(crate) async fn run<M: DeserializeOwned + Send + Sync + 'static>(
                     };
                     tracing::warn!(bus = %link.bus, routing_key = %delivery.routing_key, error = %why, "malformed message rejected");
                     if !no_ack {
+                        flush_ack(&mut unacked, &mut unacked_count).await;
                         let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
                     }
                     continue;
@@ -215,15 +239,20 @@ pub(crate) async fn run<M: DeserializeOwned + Send + Sync + 'static>(
                 d = d.with_id(id.as_str());
             }
             if sender.deliver(d).await.is_err() {
-                // The subscriber is gone: the message goes back for others.
+                // The subscriber is gone: what it took is acked, this one goes back.
                 if !no_ack {
+                    flush_ack(&mut unacked, &mut unacked_count).await;
                     let _ = delivery.reject(BasicRejectOptions { requeue: true }).await;
                 }
                 close_queue(&channel, &consumer, &queue, delete).await;
                 return;
             }
-            if !no_ack && delivery.ack(BasicAckOptions::default()).await.is_err() {
-                link.report(live.generation);
+            if !no_ack {
+                unacked = Some(delivery.acker);
+                unacked_count += 1;
+                if unacked_count >= ACK_BATCH {
+                    flush_ack(&mut unacked, &mut unacked_count).await;
+                }
             }
         }
     }

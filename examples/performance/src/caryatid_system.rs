@@ -50,8 +50,12 @@ async fn start(
     let toml = format!(
         "[module.harness]\n\n[message-router]\nrequest-timeout = 1\n\n[message-bus.internal]\nclass = \"in-memory\"\n{queue}\n[[message-router.route]]\npattern = \"#\"\nbus = \"internal\"\n"
     );
+    start_with(&toml).await
+}
+
+async fn start_with(toml: &str) -> anyhow::Result<(caryatid_process::RunningProcess<BenchMsg>, Arc<Context<BenchMsg>>)> {
     let config = config::Config::builder()
-        .add_source(config::File::from_str(&toml, config::FileFormat::Toml))
+        .add_source(config::File::from_str(toml, config::FileFormat::Toml))
         .build()?;
     let harness = Arc::new(Harness {
         context: Mutex::new(None),
@@ -170,4 +174,68 @@ pub(crate) async fn idle() -> anyhow::Result<()> {
     println!("{}", crate::measurement::rss_mb());
     running.stop().await?;
     Ok(())
+}
+
+async fn start_rabbit(exchange: &str) -> anyhow::Result<(caryatid_process::RunningProcess<BenchMsg>, Arc<Context<BenchMsg>>)> {
+    let toml = format!(
+        "[module.harness]\n\n[message-router]\nrequest-timeout = 5\n\n[message-bus.external]\nclass = \"rabbit-mq\"\nurl = \"{}\"\nexchange = \"{exchange}\"\n\n[[message-router.route]]\npattern = \"#\"\nbus = \"external\"\n",
+        crate::broker::url()
+    );
+    start_with(&toml).await
+}
+
+/// Caryatid names its queues after topics: a per-run topic prefix keeps them apart.
+fn topic_prefix() -> String {
+    format!("perf{}", std::process::id())
+}
+
+pub(crate) async fn rabbit_one_to_one(n: u64) -> anyhow::Result<Measurement> {
+    let (running, ctx) = start_rabbit(&crate::broker::unique("caryatid")).await?;
+    let topic = format!("{}.test", topic_prefix());
+    let mut sub = ctx.subscribe(&topic).await?;
+    let receiver = tokio::spawn(async move {
+        let mut latencies = Vec::with_capacity(n as usize);
+        while let Ok((_t, m)) = sub.read().await {
+            latencies.push(now_ns() - m.sent_ns);
+            if latencies.len() as u64 == n {
+                break;
+            }
+        }
+        (latencies, Instant::now())
+    });
+    let started = Instant::now();
+    for i in 0..n {
+        ctx.publish(&topic, Arc::new(BenchMsg::new(i))).await?;
+    }
+    let (mut latencies, end) = receiver.await?;
+    anyhow::ensure!(latencies.len() as u64 == n, "caryatid got {} of {n}", latencies.len());
+    let m = Measurement::throughput("rabbit-1to1", SYSTEM, n, end - started, &mut latencies);
+    running.stop().await?;
+    crate::broker::delete_queues(&topic_prefix()).await?;
+    Ok(m)
+}
+
+pub(crate) async fn rabbit_request(n: u64) -> anyhow::Result<Measurement> {
+    let (running, ctx) = start_rabbit(&crate::broker::unique("caryatidreq")).await?;
+    let topic = format!("{}.request", topic_prefix());
+    let _handler = ctx.handle(&topic, |m| async move { m });
+    let mut answered = false;
+    for _ in 0..5 {
+        if ctx.request(&topic, Arc::new(BenchMsg::new(0))).await.is_ok() {
+            answered = true;
+            break;
+        }
+    }
+    anyhow::ensure!(answered, "caryatid handler never answered");
+    let mut clock = RequestClock::new(n);
+    for i in 0..n {
+        let t = now_ns();
+        ctx.request(&topic, Arc::new(BenchMsg::new(i))).await?;
+        clock.record(now_ns() - t);
+    }
+    let m = clock.finish("rabbit-request", SYSTEM);
+    running.stop().await?;
+    let deleted = crate::broker::delete_queues(&topic_prefix()).await?;
+    eprintln!("(caryatid left {deleted} queues on the broker; deleted)");
+    Ok(m)
 }

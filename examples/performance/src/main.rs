@@ -8,10 +8,14 @@
 //! subscriber queue of 10; `caryatid-q1024` is the same with Telamon's queue
 //! depth, for an equal-queue comparison). With `--json` each
 //! result is one JSON line on stdout; the ratios against the targets go to stderr.
-//! `--quick` divides every count by 10 (for a smoke run).
+//! `--quick` divides every count by 10 (for a smoke run). The `rabbit-*`
+//! scenarios need RabbitMQ (`AMQP_URL`, default the local broker); the
+//! baseline there is raw lapin doing the same work.
 
 mod baseline_system;
+mod broker;
 mod caryatid_system;
+mod lapin_baseline;
 mod measurement;
 mod message;
 mod request_clock;
@@ -19,11 +23,13 @@ mod telamon_system;
 
 use measurement::Measurement;
 
-const SCENARIOS: [&str; 4] = [
+const SCENARIOS: [&str; 6] = [
     "inproc-1to1",
     "inproc-fanout4",
     "inproc-request",
     "idle-rss",
+    "rabbit-1to1",
+    "rabbit-request",
 ];
 /// Telamon's default queue depth; the baseline uses the same.
 const QUEUE: usize = 1024;
@@ -107,6 +113,21 @@ async fn scenario(name: &str, scale: u64) -> anyhow::Result<Vec<Measurement>> {
             // Caryatid's request path leaks a subscription per request and slows
             // down linearly; 5 000 requests finish well under a minute.
             caryatid_system::request(5_000 / scale, IN_FLIGHT).await?,
+        ],
+        "rabbit-1to1" => {
+            let n = 50_000 / scale;
+            vec![
+                telamon_system::rabbit_one_to_one(n, true).await?,
+                lapin_baseline::one_to_one(n).await?,
+                caryatid_system::rabbit_one_to_one(n / 2).await?,
+                telamon_system::rabbit_one_to_one(n, false).await?,
+            ]
+        }
+        "rabbit-request" => vec![
+            telamon_system::rabbit_request(3_000 / scale).await?,
+            lapin_baseline::request(3_000 / scale).await?,
+            // Caryatid declares a queue per request and never deletes it.
+            caryatid_system::rabbit_request(300 / scale).await?,
         ],
         "idle-rss" => {
             let mut v = Vec::new();
@@ -218,7 +239,7 @@ fn summary(results: &[Measurement]) {
         ratio("inproc-fanout4", "caryatid"),
         4.0,
     );
-    eprintln!("(equal queues, no target:)");
+    eprintln!("(no target, for information:)");
     check(
         "inproc-1to1 telamon / caryatid-q1024",
         ratio("inproc-1to1", "caryatid-q1024"),

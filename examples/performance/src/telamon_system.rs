@@ -110,3 +110,68 @@ pub(crate) async fn idle() -> anyhow::Result<()> {
     process.stop().await;
     Ok(())
 }
+
+async fn start_rabbit(exchange: &str, delivery: &str) -> anyhow::Result<RunningProcess<BenchMsg>> {
+    let config = ConfigLoader::new()
+        .embedded(format!(
+            "[message-bus.external]\nclass = \"rabbit-mq\"\nurl = \"{}\"\nexchange = \"{exchange}\"\ndelivery = \"{delivery}\"\nprefetch = 256\nconfirm-window = 1024\n\n[[message-router.route]]\npattern = \"#\"\nbus = \"external\"\n",
+            crate::broker::url()
+        ))
+        .env_prefix(None)
+        .load()?;
+    let process = Process::<BenchMsg>::new(config).start().await?;
+    anyhow::ensure!(process.bus_stats()[0].1.connected, "RabbitMQ is not reachable");
+    Ok(process)
+}
+
+/// Publish → consume through RabbitMQ: at-least-once (confirms, persistent,
+/// acked; system `telamon`) or at-most-once (Caryatid's guarantee; system
+/// `telamon-at-most-once`).
+pub(crate) async fn rabbit_one_to_one(n: u64, at_least_once: bool) -> anyhow::Result<Measurement> {
+    let (delivery, system) = if at_least_once {
+        ("at-least-once", SYSTEM)
+    } else {
+        ("at-most-once", "telamon-at-most-once")
+    };
+    let process = start_rabbit(&crate::broker::unique("telamon"), delivery).await?;
+    let ctx = process.context("bench");
+    let mut sub = ctx.subscribe("perf.#").await?;
+    let receiver = tokio::spawn(async move {
+        let mut latencies = Vec::with_capacity(n as usize);
+        while let Some(d) = sub.recv().await {
+            latencies.push(now_ns() - d.message().sent_ns);
+            if latencies.len() as u64 == n {
+                break;
+            }
+        }
+        (latencies, Instant::now())
+    });
+    let topic = Topic::new("perf.test")?;
+    let started = Instant::now();
+    for i in 0..n {
+        ctx.publish(&topic, BenchMsg::new(i)).await?;
+    }
+    let (mut latencies, end) = receiver.await?;
+    anyhow::ensure!(latencies.len() as u64 == n, "subscriber got {} of {n}", latencies.len());
+    let m = Measurement::throughput("rabbit-1to1", system, n, end - started, &mut latencies);
+    process.stop().await;
+    Ok(m)
+}
+
+/// Sequential requests (one in flight) through RabbitMQ to a handler.
+pub(crate) async fn rabbit_request(n: u64) -> anyhow::Result<Measurement> {
+    let process = start_rabbit(&crate::broker::unique("telamonreq"), "at-least-once").await?;
+    let ctx = process.context("bench");
+    ctx.handle("perf.request", |m| async move { Ok::<_, HandlerError>(m) })
+        .await?;
+    let topic = Topic::new("perf.request")?;
+    let mut clock = RequestClock::new(n);
+    for i in 0..n {
+        let t = now_ns();
+        ctx.request(&topic, BenchMsg::new(i)).await?;
+        clock.record(now_ns() - t);
+    }
+    let m = clock.finish("rabbit-request", SYSTEM);
+    process.stop().await;
+    Ok(m)
+}
