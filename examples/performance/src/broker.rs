@@ -27,7 +27,9 @@ pub(crate) async fn delete_queues(prefix: &str) -> anyhow::Result<usize> {
     let conn = lapin::Connection::connect(&url(), Default::default()).await?;
     let channel = conn.create_channel().await?;
     for n in &names {
-        channel.queue_delete(n.as_str().into(), Default::default()).await?;
+        channel
+            .queue_delete(n.as_str().into(), Default::default())
+            .await?;
     }
     let _ = conn.close(200, "clean".into()).await;
     Ok(names.len())

@@ -53,7 +53,12 @@ async fn start(
     start_with(&toml).await
 }
 
-async fn start_with(toml: &str) -> anyhow::Result<(caryatid_process::RunningProcess<BenchMsg>, Arc<Context<BenchMsg>>)> {
+async fn start_with(
+    toml: &str,
+) -> anyhow::Result<(
+    caryatid_process::RunningProcess<BenchMsg>,
+    Arc<Context<BenchMsg>>,
+)> {
     let config = config::Config::builder()
         .add_source(config::File::from_str(toml, config::FileFormat::Toml))
         .build()?;
@@ -176,7 +181,12 @@ pub(crate) async fn idle() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn start_rabbit(exchange: &str) -> anyhow::Result<(caryatid_process::RunningProcess<BenchMsg>, Arc<Context<BenchMsg>>)> {
+async fn start_rabbit(
+    exchange: &str,
+) -> anyhow::Result<(
+    caryatid_process::RunningProcess<BenchMsg>,
+    Arc<Context<BenchMsg>>,
+)> {
     let toml = format!(
         "[module.harness]\n\n[message-router]\nrequest-timeout = 5\n\n[message-bus.external]\nclass = \"rabbit-mq\"\nurl = \"{}\"\nexchange = \"{exchange}\"\n\n[[message-router.route]]\npattern = \"#\"\nbus = \"external\"\n",
         crate::broker::url()
@@ -208,7 +218,11 @@ pub(crate) async fn rabbit_one_to_one(n: u64) -> anyhow::Result<Measurement> {
         ctx.publish(&topic, Arc::new(BenchMsg::new(i))).await?;
     }
     let (mut latencies, end) = receiver.await?;
-    anyhow::ensure!(latencies.len() as u64 == n, "caryatid got {} of {n}", latencies.len());
+    anyhow::ensure!(
+        latencies.len() as u64 == n,
+        "caryatid got {} of {n}",
+        latencies.len()
+    );
     let m = Measurement::throughput("rabbit-1to1", SYSTEM, n, end - started, &mut latencies);
     running.stop().await?;
     crate::broker::delete_queues(&topic_prefix()).await?;
@@ -221,7 +235,11 @@ pub(crate) async fn rabbit_request(n: u64) -> anyhow::Result<Measurement> {
     let _handler = ctx.handle(&topic, |m| async move { m });
     let mut answered = false;
     for _ in 0..5 {
-        if ctx.request(&topic, Arc::new(BenchMsg::new(0))).await.is_ok() {
+        if ctx
+            .request(&topic, Arc::new(BenchMsg::new(0)))
+            .await
+            .is_ok()
+        {
             answered = true;
             break;
         }

@@ -8,8 +8,9 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ExchangeKind};
@@ -26,18 +27,42 @@ pub(crate) async fn one_to_one(n: u64) -> anyhow::Result<Measurement> {
     let publisher = Connection::connect(&url(), Default::default()).await?;
     let consumer_conn = Connection::connect(&url(), Default::default()).await?;
     let pch = publisher.create_channel().await?;
-    pch.exchange_declare(exchange.as_str().into(), ExchangeKind::Topic, ExchangeDeclareOptions::default(), FieldTable::default())
-        .await?;
+    pch.exchange_declare(
+        exchange.as_str().into(),
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
     pch.confirm_select(ConfirmSelectOptions::default()).await?;
     let cch = consumer_conn.create_channel().await?;
     cch.basic_qos(256, BasicQosOptions::default()).await?;
     let queue = cch
-        .queue_declare("".into(), QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
         .await?;
-    cch.queue_bind(queue.name().clone(), exchange.as_str().into(), "perf.#".into(), QueueBindOptions::default(), FieldTable::default())
-        .await?;
+    cch.queue_bind(
+        queue.name().clone(),
+        exchange.as_str().into(),
+        "perf.#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
     let mut consumer = cch
-        .basic_consume(queue.name().clone(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue.name().clone(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     let receiver = tokio::spawn(async move {
         let mut latencies = Vec::with_capacity(n as usize);
@@ -74,11 +99,22 @@ pub(crate) async fn one_to_one(n: u64) -> anyhow::Result<Measurement> {
         c.await?;
     }
     let (mut latencies, end) = receiver.await??;
-    anyhow::ensure!(latencies.len() as u64 == n, "raw consumer got {} of {n}", latencies.len());
-    pch.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await?;
+    anyhow::ensure!(
+        latencies.len() as u64 == n,
+        "raw consumer got {} of {n}",
+        latencies.len()
+    );
+    pch.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await?;
     let _ = publisher.close(200, "done".into()).await;
     let _ = consumer_conn.close(200, "done".into()).await;
-    Ok(Measurement::throughput("rabbit-1to1", SYSTEM, n, end - started, &mut latencies))
+    Ok(Measurement::throughput(
+        "rabbit-1to1",
+        SYSTEM,
+        n,
+        end - started,
+        &mut latencies,
+    ))
 }
 
 pub(crate) async fn request(n: u64) -> anyhow::Result<Measurement> {
@@ -86,15 +122,39 @@ pub(crate) async fn request(n: u64) -> anyhow::Result<Measurement> {
     let server = Connection::connect(&url(), Default::default()).await?;
     let client = Connection::connect(&url(), Default::default()).await?;
     let sch = server.create_channel().await?;
-    sch.exchange_declare(exchange.as_str().into(), ExchangeKind::Topic, ExchangeDeclareOptions::default(), FieldTable::default())
-        .await?;
+    sch.exchange_declare(
+        exchange.as_str().into(),
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
     let requests = sch
-        .queue_declare("".into(), QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
         .await?;
-    sch.queue_bind(requests.name().clone(), exchange.as_str().into(), "perf.request".into(), QueueBindOptions::default(), FieldTable::default())
-        .await?;
+    sch.queue_bind(
+        requests.name().clone(),
+        exchange.as_str().into(),
+        "perf.request".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
     let mut handler = sch
-        .basic_consume(requests.name().clone(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            requests.name().clone(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     let reply_channel = sch.clone();
     let server_task = tokio::spawn(async move {
@@ -117,10 +177,26 @@ pub(crate) async fn request(n: u64) -> anyhow::Result<Measurement> {
     });
     let cch = client.create_channel().await?;
     let replies = cch
-        .queue_declare("".into(), QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
         .await?;
     let mut reply_consumer = cch
-        .basic_consume(replies.name().clone(), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .basic_consume(
+            replies.name().clone(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
         .await?;
     let mut clock = RequestClock::new(n);
     for i in 0..n {
@@ -135,13 +211,24 @@ pub(crate) async fn request(n: u64) -> anyhow::Result<Measurement> {
                 .with_correlation_id(i.to_string().into()),
         )
         .await?;
-        let reply = reply_consumer.next().await.ok_or_else(|| anyhow::anyhow!("reply consumer ended"))??;
-        anyhow::ensure!(reply.properties.correlation_id().as_ref().map(|c| c.as_str()) == Some(i.to_string().as_str()));
+        let reply = reply_consumer
+            .next()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("reply consumer ended"))??;
+        anyhow::ensure!(
+            reply
+                .properties
+                .correlation_id()
+                .as_ref()
+                .map(|c| c.as_str())
+                == Some(i.to_string().as_str())
+        );
         let _: BenchMsg = minicbor_serde::from_slice(&reply.data)?;
         clock.record(now_ns() - t);
     }
     let m = clock.finish("rabbit-request", SYSTEM);
-    sch.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await?;
+    sch.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await?;
     let _ = client.close(200, "done".into()).await;
     let _ = server.close(200, "done".into()).await;
     server_task.abort();

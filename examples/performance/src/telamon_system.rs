@@ -120,7 +120,10 @@ async fn start_rabbit(exchange: &str, delivery: &str) -> anyhow::Result<RunningP
         .env_prefix(None)
         .load()?;
     let process = Process::<BenchMsg>::new(config).start().await?;
-    anyhow::ensure!(process.bus_stats()[0].1.connected, "RabbitMQ is not reachable");
+    anyhow::ensure!(
+        process.bus_stats()[0].1.connected,
+        "RabbitMQ is not reachable"
+    );
     Ok(process)
 }
 
@@ -152,7 +155,11 @@ pub(crate) async fn rabbit_one_to_one(n: u64, at_least_once: bool) -> anyhow::Re
         ctx.publish(&topic, BenchMsg::new(i)).await?;
     }
     let (mut latencies, end) = receiver.await?;
-    anyhow::ensure!(latencies.len() as u64 == n, "subscriber got {} of {n}", latencies.len());
+    anyhow::ensure!(
+        latencies.len() as u64 == n,
+        "subscriber got {} of {n}",
+        latencies.len()
+    );
     let m = Measurement::throughput("rabbit-1to1", system, n, end - started, &mut latencies);
     process.stop().await;
     Ok(m)

@@ -1,0 +1,148 @@
+//! State shared by every service of one running server, and the snapshot
+//! types that tests read through [`crate::RunningAxonServer`].
+//!
+//! Locks are plain `std::sync::Mutex`es held only for short, non-async
+//! sections; a poisoned lock is recovered (the data stays consistent because
+//! no section panics on client input).
+
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_util::Stream;
+use telamon_axon_proto::pb;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::Status;
+
+use crate::builder::ServerConfig;
+use crate::command_router::CommandRouter;
+use crate::event_store::EventStore;
+use crate::faults::FaultState;
+use crate::platform_service::PlatformState;
+use crate::query_router::QueryRouter;
+use crate::stream_registry::StreamRegistry;
+
+/// Boxed response stream of a streaming rpc.
+pub(crate) type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Sending half of a response stream.
+pub(crate) type Outbound<T> = mpsc::UnboundedSender<Result<T, Status>>;
+
+/// Locks `mutex`, recovering from poisoning.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Everything one running server shares between its services.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: ServerConfig,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) streams: Arc<StreamRegistry>,
+    pub(crate) faults: FaultState,
+    pub(crate) platform: Mutex<PlatformState>,
+    pub(crate) commands: Mutex<CommandRouter>,
+    pub(crate) queries: Mutex<QueryRouter>,
+    pub(crate) events: EventStore,
+}
+
+impl Shared {
+    pub(crate) fn new(config: ServerConfig, host: String, port: u16) -> Arc<Self> {
+        let shutdown = CancellationToken::new();
+        let faults = FaultState::new(&config);
+        Arc::new(Self {
+            host,
+            port,
+            tasks: TaskTracker::new(),
+            streams: Arc::new(StreamRegistry::new(shutdown.clone())),
+            shutdown,
+            faults,
+            platform: Mutex::new(PlatformState::default()),
+            commands: Mutex::new(CommandRouter::default()),
+            queries: Mutex::new(QueryRouter::default()),
+            events: EventStore::default(),
+            config,
+        })
+    }
+
+    /// Sends `message` (an ack) now, or after the injected ack delay.
+    pub(crate) fn send_ack<T: Send + 'static>(&self, tx: &Outbound<T>, message: T) {
+        let delay = self.faults.ack_delay();
+        if delay.is_zero() {
+            let _ = tx.send(Ok(message));
+            return;
+        }
+        let tx = tx.clone();
+        let shutdown = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => { let _ = tx.send(Ok(message)); }
+                () = shutdown.cancelled() => {}
+            }
+        });
+    }
+
+    /// Current pending-request timeout (may be shortened by a fault).
+    pub(crate) fn pending_timeout(&self) -> Duration {
+        self.faults.pending_request_timeout()
+    }
+}
+
+/// A command handler registration as seen by tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandHandlerInfo {
+    /// Client id of the handler stream.
+    pub client_id: String,
+    /// Component name of the handler.
+    pub component_name: String,
+    /// Load factor (0 on the wire is stored as 100).
+    pub load_factor: i32,
+    /// Permits granted and not yet consumed.
+    pub permits: i64,
+    /// Commands queued for this stream, waiting for permits.
+    pub queued: usize,
+}
+
+/// A query handler registration as seen by tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryHandlerInfo {
+    /// Client id of the handler stream.
+    pub client_id: String,
+    /// Component name of the handler.
+    pub component_name: String,
+    /// Permits granted and not yet consumed.
+    pub permits: i64,
+    /// Messages queued for this stream, waiting for permits.
+    pub queued: usize,
+}
+
+/// A client that registered on a control stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectedClient {
+    /// The identification sent in `register`.
+    pub identification: pb::control::ClientIdentification,
+    /// Heartbeats received from the client.
+    pub heartbeats_received: u64,
+    /// Latest event processor info per processor name.
+    pub processors: BTreeMap<String, pb::control::EventProcessorInfo>,
+    /// Acks received for server instructions.
+    pub acks_received: Vec<pb::InstructionAck>,
+}
+
+/// Open stream counts by kind.
+pub type StreamCounts = HashMap<crate::stream_registry::StreamKind, usize>;
+
+/// A fresh message identifier for server-created messages.
+pub(crate) fn next_message_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("axon-testkit-{n:016x}")
+}
