@@ -204,82 +204,60 @@ fn report(m: &Measurement, json: bool) {
 
 /// Ratios within this run, against the targets, on stderr.
 fn summary(results: &[Measurement]) {
-    let rate = |s: &str, sys: &str| {
-        results
-            .iter()
-            .find(|m| m.scenario == s && m.system == sys)
-            .and_then(|m| m.msgs_per_s)
-    };
-    let check = |label: &str, ratio: Option<f64>, target: f64| match ratio {
-        Some(r) if target > 0.0 => eprintln!(
-            "{label:<44} {r:>7.2}x  (target >= {target}x) {}",
-            if r >= target { "ok" } else { "MISSED" }
-        ),
-        Some(r) => eprintln!("{label:<44} {r:>7.2}x  (for information)"),
-        None => {}
-    };
-    let ratio = |s: &str, other: &str| Some(rate(s, "telamon")? / rate(s, other)?);
-    check(
-        "inproc-1to1 telamon / baseline",
-        ratio("inproc-1to1", "baseline"),
-        0.9,
-    );
-    check(
-        "inproc-1to1 telamon / caryatid",
-        ratio("inproc-1to1", "caryatid"),
-        3.0,
-    );
-    check(
-        "inproc-fanout4 telamon / baseline",
-        ratio("inproc-fanout4", "baseline"),
-        0.8,
-    );
-    check(
-        "inproc-fanout4 telamon / caryatid",
-        ratio("inproc-fanout4", "caryatid"),
-        4.0,
-    );
-    eprintln!("(no target, for information:)");
-    check(
-        "inproc-1to1 telamon / caryatid-q1024",
-        ratio("inproc-1to1", "caryatid-q1024"),
-        0.0,
-    );
-    check(
-        "inproc-fanout4 telamon / caryatid-q1024",
-        ratio("inproc-fanout4", "caryatid-q1024"),
-        0.0,
-    );
-    check(
-        "inproc-request telamon / baseline",
-        ratio("inproc-request", "baseline"),
-        0.8,
-    );
-    let find = |s: &str| {
-        results
-            .iter()
-            .find(|m| m.scenario == s && m.system == "telamon")
-    };
-    if let Some(Measurement {
-        first_tenth_per_s: Some(a),
-        last_tenth_per_s: Some(b),
-        ..
-    }) = find("inproc-request")
-    {
-        check(
-            "inproc-request telamon last 10% / first 10%",
-            Some(b / a),
-            1.0,
-        );
+    let find = |s: &str, sys: &str| results.iter().find(|m| m.scenario == s && m.system == sys);
+    let rate = |s: &str, sys: &str| find(s, sys).and_then(|m| m.msgs_per_s);
+    // (scenario, telamon system, peer, target ratio; 0 = for information)
+    let targets = [
+        ("inproc-1to1", "telamon", "baseline", 0.9),
+        ("inproc-1to1", "telamon", "caryatid", 3.0),
+        ("inproc-fanout4", "telamon", "baseline", 0.8),
+        ("inproc-fanout4", "telamon", "caryatid", 4.0),
+        ("inproc-request", "telamon", "baseline", 0.8),
+        ("rabbit-1to1", "telamon", "baseline", 0.8),
+        ("rabbit-1to1", "telamon", "caryatid", 2.0),
+        ("rabbit-request", "telamon", "baseline", 0.6),
+        ("rabbit-request", "telamon", "caryatid", 10.0),
+        ("inproc-1to1", "telamon", "caryatid-q1024", 0.0),
+        ("inproc-fanout4", "telamon", "caryatid-q1024", 0.0),
+        ("rabbit-1to1", "telamon-at-most-once", "caryatid", 0.0),
+    ];
+    for (scenario, ours, peer, target) in targets {
+        let (Some(a), Some(b)) = (rate(scenario, ours), rate(scenario, peer)) else {
+            continue;
+        };
+        let label = format!("{scenario} {ours} / {peer}");
+        if target > 0.0 {
+            let verdict = if a / b >= target { "ok" } else { "MISSED" };
+            eprintln!(
+                "{label:<48} {:>7.2}x  (target >= {target}x) {verdict}",
+                a / b
+            );
+        } else {
+            eprintln!("{label:<48} {:>7.2}x  (for information)", a / b);
+        }
+    }
+    for scenario in ["inproc-request", "rabbit-request"] {
+        if let Some(Measurement {
+            first_tenth_per_s: Some(first),
+            last_tenth_per_s: Some(last),
+            ..
+        }) = find(scenario, "telamon")
+        {
+            let label = format!("{scenario} telamon last 10% / first 10%");
+            eprintln!(
+                "{label:<48} {:>7.2}x  (flat: no growth per request)",
+                last / first
+            );
+        }
     }
     if let Some(Measurement {
         rss_mb: Some(rss), ..
-    }) = find("idle-rss")
+    }) = find("idle-rss", "telamon")
     {
+        let verdict = if *rss <= 20.0 { "ok" } else { "MISSED" };
         eprintln!(
-            "{:<44} {rss:>7.1} MB (target <= 20 MB) {}",
-            "idle-rss telamon",
-            if *rss <= 20.0 { "ok" } else { "MISSED" }
+            "{:<48} {rss:>7.1} MB (target <= 20 MB) {verdict}",
+            "idle-rss telamon"
         );
     }
 }
