@@ -27,12 +27,24 @@ pub const DEFAULT_ENV_PREFIX: &str = "TELAMON";
 ///     .unwrap();
 /// assert_eq!(config.get_string("module.clock.interval").unwrap(), "1s");
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConfigLoader {
     embedded: Vec<String>,
     files: Vec<PathBuf>,
     env_prefix: Option<String>,
     env_vars: Option<Vec<(String, String)>>,
+}
+
+/// Shows the layers, never their contents (they may hold passwords).
+impl std::fmt::Debug for ConfigLoader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigLoader")
+            .field("embedded", &self.embedded.len())
+            .field("files", &self.files)
+            .field("env_prefix", &self.env_prefix)
+            .field("env_vars", &self.env_vars.as_ref().map(Vec::len))
+            .finish()
+    }
 }
 
 impl Default for ConfigLoader {

@@ -25,10 +25,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ));
         }
     };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("`{text}` is not a non-negative duration"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("`{text}` is not a duration that fits (non-negative, finite)"))
 }
 
 /// Serde helper: `#[serde(deserialize_with = "duration::deserialize")]`.
@@ -63,5 +61,7 @@ mod tests {
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("1e30").is_err());
+        assert!(parse_duration("99999999999999999999999h").is_err());
     }
 }

@@ -134,7 +134,13 @@ impl<M: Message> Process<M> {
                 )
                 .into());
             };
-            buses.push(class.build(&b.id, b.config.clone(), metrics.clone())?);
+            match class.build(&b.id, b.config.clone(), metrics.clone()) {
+                Ok(bus) => buses.push(bus),
+                Err(e) => {
+                    shutdown_all(&buses).await;
+                    return Err(e.into());
+                }
+            }
         }
         for bus in &buses {
             if !bus.wait_connected(spec.process.connect_timeout).await {
@@ -184,8 +190,12 @@ impl<M: Message> Process<M> {
                         tracing::debug!(module = %m.id, class = r.name, description = r.description, "built");
                         instances.push((m.id.clone(), instance));
                     }
-                    Err(BuildError::Config(e)) => return Err(e.into()),
+                    Err(BuildError::Config(e)) => {
+                        shutdown_all(&buses).await;
+                        return Err(e.into());
+                    }
                     Err(BuildError::Module(e)) => {
+                        shutdown_all(&buses).await;
                         return Err(ProcessError::Module {
                             module: m.id.clone(),
                             message: e.to_string(),
@@ -247,6 +257,13 @@ impl<M: Message> Process<M> {
         let running = self.start().await?;
         running.wait_for_stop().await;
         Ok(running.stop().await)
+    }
+}
+
+/// Closes buses built before a failed start.
+async fn shutdown_all<M: 'static>(buses: &[Arc<dyn Bus<M>>]) {
+    for bus in buses {
+        bus.shutdown().await;
     }
 }
 

@@ -173,6 +173,14 @@ impl RabbitMqConfig {
         if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
             return Err("`reconnect-min` must be > 0 and <= `reconnect-max`".into());
         }
+        let mut groups: Vec<&String> = self.consumer_groups.values().collect();
+        groups.sort();
+        if let Some(w) = groups.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!(
+                "consumer-groups: group `{}` is named for two patterns; a group's queue carries one pattern",
+                w[0]
+            ));
+        }
         for (pattern, group) in &self.consumer_groups {
             telamon_sdk::Pattern::new(pattern)
                 .map_err(|e| format!("consumer-groups: `{pattern}`: {e}"))?;
@@ -202,6 +210,9 @@ impl fmt::Debug for RabbitMqConfig {
 }
 
 /// `amqp://user:secret@host/` → `amqp://user:***@host/`.
+///
+/// Everything up to the *last* `@` counts as user info, so a password that
+/// holds `/`, `@` or `:` is still hidden.
 pub fn redact(url: &str) -> String {
     match userinfo(url) {
         Some((start, end)) => match url[start..end].find(':') {
@@ -215,13 +226,25 @@ pub fn redact(url: &str) -> String {
 /// Byte range of `user[:password]` in the URL, if it has one.
 fn userinfo(url: &str) -> Option<(usize, usize)> {
     let start = url.find("://")? + 3;
-    let rest = &url[start..];
-    let host_end = rest.find('/').unwrap_or(rest.len());
-    let at = rest[..host_end].rfind('@')?;
+    let at = url[start..].rfind('@')?;
     Some((start, start + at))
 }
 
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn with_password(url: &str, password: &str) -> String {
+    let password = percent_encode(password);
     match userinfo(url) {
         Some((start, end)) => {
             let user = url[start..end].split(':').next().unwrap_or("");
@@ -256,5 +279,19 @@ mod tests {
         assert_eq!(c.urls()[0], "amqp://bob:s3cr3t@a:5672/%2f");
         assert_eq!(c.urls()[1], "amqp://guest:s3cr3t@b:5672");
         assert_eq!(redact("amqp://bob:hunter2@a/"), "amqp://bob:***@a/");
+        assert_eq!(
+            redact("amqp://bob:pa/ss@word@a:5672/%2f"),
+            "amqp://bob:***@a:5672/%2f"
+        );
+        let odd = RabbitMqConfig {
+            password: Some(Secret("p/a@s:s%#?".into())),
+            ..Default::default()
+        };
+        let url = &odd.urls()[0];
+        assert_eq!(
+            url,
+            "amqp://guest:p%2Fa%40s%3As%25%23%3F@127.0.0.1:5672/%2f"
+        );
+        assert!(!format!("{odd:?}").contains("p%2F"), "{odd:?}");
     }
 }

@@ -50,7 +50,17 @@ impl Live {
     }
 }
 
-/// Runs after a connection is set up and before anyone else may use it.
+/// Keeps a consumer task counted (see [`Link::consumer`]).
+pub(crate) struct ConsumerGuard(Arc<Link>);
+
+impl Drop for ConsumerGuard {
+    fn drop(&mut self) {
+        self.0.consumers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs once a connection is published (the publisher re-sends unconfirmed
+/// messages here, after the consumers have re-bound their queues).
 pub(crate) type OnConnect = Box<dyn Fn(Arc<Live>) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// The connection supervisor's shared state.
@@ -58,6 +68,10 @@ pub(crate) struct Link {
     pub(crate) bus: String,
     pub(crate) config: Arc<RabbitMqConfig>,
     live: watch::Sender<Option<Arc<Live>>>,
+    /// Subscription and handler tasks alive.
+    consumers: std::sync::atomic::AtomicUsize,
+    /// (generation, how many consumers have bound their queue on it).
+    bound: watch::Sender<(u64, usize)>,
     broken: Notify,
     pub(crate) stop: CancellationToken,
     pub(crate) health: Arc<BusHealth>,
@@ -69,6 +83,8 @@ impl Link {
             bus: bus.to_owned(),
             config,
             live: watch::channel(None).0,
+            consumers: std::sync::atomic::AtomicUsize::new(0),
+            bound: watch::channel((0, 0)).0,
             broken: Notify::new(),
             stop: CancellationToken::new(),
             health,
@@ -94,6 +110,42 @@ impl Link {
                 r.ok().and_then(|l| l.clone())
             }
         }
+    }
+
+    /// Resolves once there is no connection (at once if there is none now).
+    pub(crate) async fn disconnected(&self) {
+        let mut rx = self.live.subscribe();
+        let _ = rx.wait_for(|l| l.is_none()).await;
+    }
+
+    /// Counts a consumer task for as long as the returned guard lives.
+    pub(crate) fn consumer(self: &Arc<Self>) -> ConsumerGuard {
+        self.consumers.fetch_add(1, Ordering::Relaxed);
+        ConsumerGuard(self.clone())
+    }
+
+    /// A consumer bound its queue on connection `generation`.
+    pub(crate) fn mark_bound(&self, generation: u64) {
+        self.bound.send_modify(|(g, n)| {
+            if *g == generation {
+                *n += 1;
+            } else if generation > *g {
+                *g = generation;
+                *n = 1;
+            }
+        });
+    }
+
+    /// Waits (up to `limit`) until every consumer has bound its queue on `generation`.
+    pub(crate) async fn all_bound(&self, generation: u64, limit: Duration) -> bool {
+        let mut rx = self.bound.subscribe();
+        let wanted = || self.consumers.load(Ordering::Relaxed);
+        tokio::time::timeout(
+            limit,
+            rx.wait_for(|(g, n)| *g == generation && *n >= wanted() || wanted() == 0),
+        )
+        .await
+        .is_ok()
     }
 
     /// Someone saw an error on connection `generation`; the supervisor checks it.
@@ -231,7 +283,7 @@ impl Link {
 }
 
 /// `min`, doubled per attempt, capped at `max`.
-fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
+pub(crate) fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
     min.saturating_mul(1u32 << attempt.min(16)).min(max)
 }
 

@@ -39,6 +39,8 @@ use crate::rabbit_subscription::{self, QueuePlan};
 
 /// Longest a subscribe waits for its queue to be bound while connected.
 const BIND_WAIT: Duration = Duration::from_secs(5);
+/// Longest a reconnect waits for subscriptions to re-bind before re-sending.
+const REBIND_WAIT: Duration = Duration::from_secs(3);
 
 /// The RabbitMQ bus.
 pub struct RabbitMqBus<M> {
@@ -88,10 +90,17 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> RabbitMqBus<M> {
         tasks.spawn(collector);
         let requester = Requester::new(link.clone(), instance.clone());
         tasks.spawn(requester.clone().run_replies());
-        let resend = publisher.clone();
+        let (resend, resend_link) = (publisher.clone(), link.clone());
         let on_connect: OnConnect = Box::new(move |live| {
-            let resend = resend.clone();
-            Box::pin(async move { resend.resend_all(&live).await })
+            let (resend, link) = (resend.clone(), resend_link.clone());
+            Box::pin(async move {
+                // Re-sent messages must find their subscriptions' bindings again
+                // (after a broker restart the exchange came back empty).
+                if resend.outstanding() > 0 && !link.all_bound(live.generation, REBIND_WAIT).await {
+                    tracing::warn!(bus = %link.bus, "not every subscription re-bound in time; re-sending anyway");
+                }
+                resend.resend_all(&live).await
+            })
         });
         tasks.spawn(link.clone().supervise(on_connect));
         RabbitMqBus {
@@ -146,13 +155,24 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> RabbitMqBus<M> {
     /// While disconnected it is returned at once and binds on connection.
     async fn when_bound(
         &self,
-        registered: Result<(DropGuard, oneshot::Receiver<()>), SubscribeError>,
+        pattern: &str,
+        registered: Result<(DropGuard, oneshot::Receiver<Result<(), String>>), SubscribeError>,
     ) -> Result<DropGuard, SubscribeError> {
         let (guard, bound) = registered?;
-        if self.link.current().is_some() {
-            let _ = tokio::time::timeout(BIND_WAIT, bound).await;
+        if self.link.current().is_none() {
+            return Ok(guard);
         }
-        Ok(guard)
+        let refused = |reason: String| SubscribeError::Bus {
+            bus: self.id.clone(),
+            pattern: pattern.to_owned(),
+            reason,
+        };
+        match tokio::time::timeout(BIND_WAIT, bound).await {
+            Ok(Ok(Ok(()))) => Ok(guard),
+            Ok(Ok(Err(reason))) => Err(refused(reason)),
+            Ok(Err(_)) => Err(refused("bus stopped".into())),
+            Err(_) => Err(refused(format!("queue not bound within {BIND_WAIT:?}"))),
+        }
     }
 
     fn guard(&self, stop: CancellationToken, count: &Arc<AtomicUsize>) -> DropGuard {
@@ -227,6 +247,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
         pattern: Pattern,
         sender: SubscriptionSender<M>,
     ) -> BoxFuture<'_, Result<DropGuard, SubscribeError>> {
+        let text = pattern.to_string();
         let result = if self.link.stop.is_cancelled() {
             Err(SubscribeError::Closed {
                 bus: self.id.clone(),
@@ -245,7 +266,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
             ));
             Ok((self.guard(stop, &self.subscriptions), bound))
         };
-        Box::pin(self.when_bound(result))
+        Box::pin(async move { self.when_bound(&text, result).await })
     }
 
     fn handle(
@@ -253,6 +274,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
         pattern: Pattern,
         sender: RequestSender<M>,
     ) -> BoxFuture<'_, Result<DropGuard, SubscribeError>> {
+        let text = pattern.to_string();
         let result = if self.link.stop.is_cancelled() {
             Err(SubscribeError::Closed {
                 bus: self.id.clone(),
@@ -270,7 +292,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
             ));
             Ok((self.guard(stop, &self.handlers), bound))
         };
-        Box::pin(self.when_bound(result))
+        Box::pin(async move { self.when_bound(&text, result).await })
     }
 
     fn request(
@@ -322,6 +344,15 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
                 }
             };
             let _ = tokio::time::timeout(Duration::from_secs(2), settle).await;
+            self.publisher.close();
+            let lost = self.publisher.outstanding();
+            if lost > 0 {
+                tracing::warn!(
+                    bus = %self.id,
+                    unconfirmed = lost,
+                    "stopping with published messages the broker never confirmed; they may be lost"
+                );
+            }
             // Subscription tasks delete their queues, then the supervisor closes the connection.
             self.consumers.cancel();
             self.consumer_tasks.close();
@@ -340,6 +371,15 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
                 tracing::warn!(bus = %self.id, "RabbitMQ tasks did not finish within 5 s of stop");
             }
         })
+    }
+}
+
+impl<M> Drop for RabbitMqBus<M> {
+    fn drop(&mut self) {
+        // A bus dropped without `shutdown` (a failed start) must not keep
+        // reconnecting in the background.
+        self.consumers.cancel();
+        self.link.stop.cancel();
     }
 }
 

@@ -95,12 +95,11 @@ impl Publisher {
                 if self.link.current().is_none() {
                     return Err("not connected to RabbitMQ".into());
                 }
-                let permit = self
-                    .window
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| "bus closed".to_owned())?;
+                // A full window waits for confirms — but not for a broker that is gone.
+                let permit = tokio::select! {
+                    permit = self.window.clone().acquire_owned() => permit.map_err(|_| "bus closed".to_owned())?,
+                    _ = self.link.disconnected() => return Err("not connected to RabbitMQ".into()),
+                };
                 let live = self.link.current().ok_or("not connected to RabbitMQ")?;
                 let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
                 self.lock().insert(
@@ -144,6 +143,11 @@ impl Publisher {
     /// Messages published but not yet confirmed.
     pub(crate) fn outstanding(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Refuses further publishes (waiting ones fail); for stop.
+    pub(crate) fn close(&self) {
+        self.window.close();
     }
 
     /// Re-sends every unconfirmed message on a new connection, oldest first.

@@ -43,7 +43,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cbor_codec;
 use crate::rabbit_link::{Link, Live};
-use crate::rabbit_subscription::close_queue;
+use crate::rabbit_subscription::{close_queue, next_attempt};
 
 /// What travels back: the response or the handler's error.
 #[derive(Serialize)]
@@ -110,27 +110,26 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Requester<M> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Keeps a reply queue consumed on every connection.
+    /// Keeps the reply queue `<exchange>.reply.<instance>` (exclusive,
+    /// auto-delete) consumed on every connection.
     pub(crate) async fn run_replies(self: Arc<Self>) {
-        let mut seen = 0;
-        while let Some(live) = self.link.next_live(seen).await {
-            seen = live.generation;
+        let name = format!("{}.reply.{}", self.link.config.exchange, self.instance);
+        let stop = self.link.stop.clone();
+        let mut failures = 0;
+        while let Some(live) = next_attempt(&self.link, &stop, failures).await {
             let opened = async {
                 let channel = live.connection.create_channel().await?;
-                let queue = channel
-                    .queue_declare(
-                        "".into(),
-                        QueueDeclareOptions {
-                            exclusive: true,
-                            auto_delete: true,
-                            ..QueueDeclareOptions::default()
-                        },
-                        FieldTable::default(),
-                    )
+                let options = QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                };
+                channel
+                    .queue_declare(name.as_str().into(), options, FieldTable::default())
                     .await?;
                 let consumer = channel
                     .basic_consume(
-                        queue.name().clone(),
+                        name.as_str().into(),
                         "".into(),
                         BasicConsumeOptions {
                             no_ack: true,
@@ -139,21 +138,24 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Requester<M> {
                         FieldTable::default(),
                     )
                     .await?;
-                Ok::<_, lapin::Error>((channel, queue.name().to_string(), consumer))
+                Ok::<_, lapin::Error>((channel, consumer))
             }
             .await;
-            let (_channel, name, mut consumer) = match opened {
+            let (_channel, mut consumer) = match opened {
                 Ok(o) => o,
                 Err(e) => {
-                    tracing::warn!(bus = %self.link.bus, error = %e, "cannot set up the reply queue");
+                    tracing::warn!(bus = %self.link.bus, error = %e, "cannot set up the reply queue; retrying");
                     self.link.report(live.generation);
+                    failures += 1;
                     continue;
                 }
             };
-            self.reply_queue.send_replace(Some((live.generation, name)));
+            failures = 0;
+            self.reply_queue
+                .send_replace(Some((live.generation, name.clone())));
             loop {
                 let next = tokio::select! {
-                    _ = self.link.stop.cancelled() => return,
+                    _ = stop.cancelled() => return,
                     next = consumer.next() => next,
                 };
                 match next {
@@ -176,6 +178,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Requester<M> {
                     Some(Err(_)) | None => {
                         self.reply_queue.send_replace(None);
                         self.link.report(live.generation);
+                        failures += 1;
                         break;
                     }
                 }
@@ -260,9 +263,10 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Requester<M> {
                 answer = &mut rx => answer,
                 confirmed = confirm => {
                     match confirmed {
-                        Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(_)) => {
+                        Ok(Confirmation::Ack(Some(_))) => {
                             return Err(RequestError::NoResponder { topic: topic.to_string() });
                         }
+                        Ok(Confirmation::Nack(_)) => return Err(bus_error("the broker refused the request (nack)".into())),
                         Ok(_) => {}
                         Err(e) => return Err(bus_error(e.to_string())),
                     }
@@ -328,19 +332,15 @@ pub(crate) async fn run_handler<M: Serialize + DeserializeOwned + Send + Sync + 
     pattern: Pattern,
     sender: RequestSender<M>,
     stop: CancellationToken,
-    ready: oneshot::Sender<()>,
+    ready: oneshot::Sender<Result<(), String>>,
     replies: TaskTracker,
 ) {
+    let _counted = link.consumer();
     let mut ready = Some(ready);
     let queue_name = format!("{}.request.{}", link.config.exchange, pattern.as_str());
     let request_exchange = link.request_exchange();
-    let mut seen = 0;
-    loop {
-        let live = tokio::select! {
-            _ = stop.cancelled() => return,
-            live = link.next_live(seen) => match live { Some(l) => l, None => return },
-        };
-        seen = live.generation;
+    let mut failures = 0;
+    while let Some(live) = next_attempt(&link, &stop, failures).await {
         let opened = open_handler_queue(
             &link,
             &live,
@@ -352,13 +352,19 @@ pub(crate) async fn run_handler<M: Serialize + DeserializeOwned + Send + Sync + 
         let (channel, mut consumer, queue) = match opened {
             Ok(o) => o,
             Err(e) => {
-                tracing::warn!(bus = %link.bus, pattern = %pattern, error = %e, "cannot set up request handler; retrying on the next connection");
+                tracing::warn!(bus = %link.bus, pattern = %pattern, error = %e, "cannot set up request handler; retrying");
+                if let Some(r) = ready.take() {
+                    let _ = r.send(Err(e.to_string()));
+                }
                 link.report(live.generation);
+                failures += 1;
                 continue;
             }
         };
+        failures = 0;
+        link.mark_bound(live.generation);
         if let Some(r) = ready.take() {
-            let _ = r.send(());
+            let _ = r.send(Ok(()));
         }
         loop {
             let next = tokio::select! {
@@ -372,6 +378,7 @@ pub(crate) async fn run_handler<M: Serialize + DeserializeOwned + Send + Sync + 
                 Some(Ok(d)) => d,
                 Some(Err(_)) | None => {
                     link.report(live.generation);
+                    failures += 1;
                     break;
                 }
             };
@@ -406,7 +413,7 @@ pub(crate) async fn run_handler<M: Serialize + DeserializeOwned + Send + Sync + 
                     let error = HandlerError::new(format!("malformed request: {why}"))
                         .with_code("malformed");
                     let _ = reply(
-                        &live.request,
+                        &live.reply,
                         &reply_to,
                         &correlation,
                         &encode_reply::<M>(&Err(error)),
@@ -416,11 +423,21 @@ pub(crate) async fn run_handler<M: Serialize + DeserializeOwned + Send + Sync + 
                 }
             };
             let (responder, answer) = Responder::channel();
-            if sender
-                .send(Request::new(topic, Arc::new(message), responder))
-                .await
-                .is_err()
-            {
+            let queued = tokio::select! {
+                biased;
+                _ = stop.cancelled() => false,
+                queued = sender.send(Request::new(topic, Arc::new(message), responder)) => queued.is_ok(),
+            };
+            if !queued {
+                // The handler is gone: say so rather than leave the requester to time out.
+                let error = HandlerError::new("handler went away").with_code("dropped");
+                let _ = reply(
+                    &live.reply,
+                    &reply_to,
+                    &correlation,
+                    &encode_reply::<M>(&Err(error)),
+                )
+                .await;
                 close_queue(&channel, &consumer, &queue, false).await;
                 return;
             }
@@ -431,7 +448,7 @@ pub(crate) async fn run_handler<M: Serialize + DeserializeOwned + Send + Sync + 
                         .with_code("dropped"))
                 });
                 let _ = reply(
-                    &live.request,
+                    &live.reply,
                     &reply_to,
                     &correlation,
                     &encode_reply(&outcome),

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cbor_codec;
 use crate::rabbit_config::DeliveryMode;
-use crate::rabbit_link::{Link, Live};
+use crate::rabbit_link::{Link, Live, backoff};
 
 /// How a subscription's queue is declared.
 #[derive(Debug, Clone)]
@@ -63,7 +63,6 @@ pub(crate) async fn open_queue(
     plan: &QueuePlan,
     exchange: &str,
     pattern: &str,
-    no_ack: bool,
 ) -> Result<(Channel, Consumer, String), lapin::Error> {
     let channel = live.connection.create_channel().await?;
     channel
@@ -113,10 +112,8 @@ pub(crate) async fn open_queue(
         .basic_consume(
             name.as_str().into(),
             "".into(),
-            BasicConsumeOptions {
-                no_ack,
-                ..BasicConsumeOptions::default()
-            },
+            // Always acknowledged, so `prefetch` bounds what this process holds.
+            BasicConsumeOptions::default(),
             FieldTable::default(),
         )
         .await?;
@@ -149,49 +146,78 @@ async fn flush_ack(unacked: &mut Option<lapin::Acker>, count: &mut usize) {
     *count = 0;
 }
 
+/// Waits before a retry (none before the first attempt), then for a connection.
+pub(crate) async fn next_attempt(
+    link: &Link,
+    stop: &CancellationToken,
+    failures: u32,
+) -> Option<Arc<Live>> {
+    if failures > 0 {
+        let delay = backoff(
+            failures - 1,
+            link.config.reconnect_min,
+            link.config.reconnect_max,
+        );
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    tokio::select! {
+        _ = stop.cancelled() => None,
+        live = link.next_live(0) => live,
+    }
+}
+
 /// Runs one subscription until the subscriber goes away or the bus stops.
+///
+/// Set-up is retried with back-off on the same connection (a channel-level
+/// refusal) or on the next one; `ready` reports the first outcome, so a
+/// subscribe on a connected bus fails instead of hearing nothing.
 pub(crate) async fn run<M: DeserializeOwned + Send + Sync + 'static>(
     link: Arc<Link>,
     pattern: Pattern,
     plan: QueuePlan,
     sender: SubscriptionSender<M>,
     stop: CancellationToken,
-    ready: oneshot::Sender<()>,
+    ready: oneshot::Sender<Result<(), String>>,
 ) {
+    let _counted = link.consumer();
     let mut ready = Some(ready);
-    let no_ack = link.config.delivery == DeliveryMode::AtMostOnce;
+    let at_most_once = link.config.delivery == DeliveryMode::AtMostOnce;
     let delete = !matches!(plan, QueuePlan::Group(_));
     let exchange = link.config.exchange.clone();
-    let mut seen = 0;
-    loop {
-        let live = tokio::select! {
-            _ = stop.cancelled() => return,
-            live = link.next_live(seen) => match live { Some(l) => l, None => return },
-        };
-        seen = live.generation;
+    let mut failures = 0;
+    while let Some(live) = next_attempt(&link, &stop, failures).await {
         let (channel, mut consumer, queue) = match open_queue(
             &link,
             &live,
             &plan,
             &exchange,
             pattern.as_str(),
-            no_ack,
         )
         .await
         {
             Ok(opened) => opened,
             Err(e) => {
-                tracing::warn!(bus = %link.bus, pattern = %pattern, error = %e, "cannot set up subscription; retrying on the next connection");
+                tracing::warn!(bus = %link.bus, pattern = %pattern, error = %e, "cannot set up subscription; retrying");
+                if let Some(r) = ready.take() {
+                    let _ = r.send(Err(e.to_string()));
+                }
                 link.report(live.generation);
+                failures += 1;
                 continue;
             }
         };
+        failures = 0;
+        link.mark_bound(live.generation);
         tracing::debug!(bus = %link.bus, pattern = %pattern, queue = %queue, "subscribed");
         if let Some(r) = ready.take() {
-            let _ = r.send(());
+            let _ = r.send(Ok(()));
         }
-        // Acks are batched: one `multiple` ack per ACK_BATCH deliveries, or when
-        // the stream pauses, so the broker is not asked to settle every message.
+        // At-least-once acks are batched — one `multiple` ack per ACK_BATCH
+        // deliveries, or when the stream pauses — and sent only after the
+        // subscriber's queue took the message.
         let mut unacked: Option<lapin::Acker> = None;
         let mut unacked_count = 0usize;
         loop {
@@ -212,6 +238,7 @@ pub(crate) async fn run<M: DeserializeOwned + Send + Sync + 'static>(
                 Some(Ok(d)) => d,
                 Some(Err(_)) | None => {
                     link.report(live.generation);
+                    failures += 1;
                     break;
                 }
             };
@@ -227,10 +254,8 @@ pub(crate) async fn run<M: DeserializeOwned + Send + Sync + 'static>(
                         _ => String::new(),
                     };
                     tracing::warn!(bus = %link.bus, routing_key = %delivery.routing_key, error = %why, "malformed message rejected");
-                    if !no_ack {
-                        flush_ack(&mut unacked, &mut unacked_count).await;
-                        let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
-                    }
+                    flush_ack(&mut unacked, &mut unacked_count).await;
+                    let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
                     continue;
                 }
             };
@@ -238,21 +263,34 @@ pub(crate) async fn run<M: DeserializeOwned + Send + Sync + 'static>(
             if let Some(id) = delivery.properties.message_id() {
                 d = d.with_id(id.as_str());
             }
-            if sender.deliver(d).await.is_err() {
-                // The subscriber is gone: what it took is acked, this one goes back.
-                if !no_ack {
-                    flush_ack(&mut unacked, &mut unacked_count).await;
-                    let _ = delivery.reject(BasicRejectOptions { requeue: true }).await;
+            let acker = delivery.acker;
+            if at_most_once {
+                // Settled before the subscriber sees it: a failure later never
+                // brings it back. Still acked (not auto-ack), so `prefetch`
+                // bounds what this process holds.
+                let _ = acker.ack(BasicAckOptions::default()).await;
+            }
+            let taken = tokio::select! {
+                biased;
+                _ = stop.cancelled() => None,
+                taken = sender.deliver(d) => Some(taken.is_ok()),
+            };
+            if taken != Some(true) {
+                // Stopping, or the subscriber is gone: what it took is acked,
+                // this one goes back to the queue.
+                flush_ack(&mut unacked, &mut unacked_count).await;
+                if !at_most_once {
+                    let _ = acker.reject(BasicRejectOptions { requeue: true }).await;
                 }
                 close_queue(&channel, &consumer, &queue, delete).await;
                 return;
             }
-            if !no_ack {
-                unacked = Some(delivery.acker);
+            if !at_most_once {
+                unacked = Some(acker);
                 unacked_count += 1;
-                if unacked_count >= ACK_BATCH {
-                    flush_ack(&mut unacked, &mut unacked_count).await;
-                }
+            }
+            if unacked_count >= ACK_BATCH {
+                flush_ack(&mut unacked, &mut unacked_count).await;
             }
         }
     }

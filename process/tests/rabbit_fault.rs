@@ -16,6 +16,7 @@ use telamon_sdk::PublishError;
 const COUNT: i64 = 50_000;
 
 fn close_all_connections() {
+    common::rabbit::require_local_broker();
     let out = Command::new("rabbitmqctl")
         .args(["close_all_connections", "telamon fault test"])
         .output()

@@ -89,7 +89,11 @@ async fn a_thousand_requests_declare_nothing_per_request() {
     .unwrap();
     ctx.request("echo", json!(0)).await.unwrap();
     let before = (queues(&exchange).len(), bindings(&exchange));
-    assert_eq!(before, (1, 1), "one handler queue, bound once");
+    assert_eq!(
+        before,
+        (2, 1),
+        "one handler queue bound once, one reply queue"
+    );
     within(async {
         for n in 0..1000 {
             assert_eq!(*ctx.request("echo", json!(n)).await.unwrap(), json!(n));

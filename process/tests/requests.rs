@@ -178,6 +178,8 @@ async fn stop_lets_a_request_in_flight_finish() {
     };
     within(entered_rx).await.unwrap();
     let stopping = tokio::spawn(process.stop());
+    // Only release the handler once the stop has begun.
+    within(ctx.stopping()).await;
     release_tx.send(true).unwrap();
     let report = within(stopping).await.unwrap();
     assert!(report.drained);

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::StreamExt;
+use futures_util::future::Either;
 use futures_util::stream::FuturesUnordered;
 
 use crate::bus::MessageBus;
@@ -270,7 +271,11 @@ async fn serve<M, F, Fut, R>(
     let mut in_flight = FuturesUnordered::new();
     let call = |request: crate::request::Request<M>| {
         let (topic, message, mut responder) = request.into_parts();
-        let fut = AssertUnwindSafe(handler(message)).catch_unwind();
+        // A panic while building the future counts like one while running it.
+        let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(message))) {
+            Ok(fut) => Either::Left(AssertUnwindSafe(fut).catch_unwind()),
+            Err(panic) => Either::Right(std::future::ready(Err(panic))),
+        };
         let lifecycle = lifecycle.clone();
         let id = id.as_str();
         async move {

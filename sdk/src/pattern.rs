@@ -48,14 +48,19 @@ impl Pattern {
     pub fn new(pattern: impl AsRef<str>) -> Result<Self, TopicError> {
         let text = pattern.as_ref();
         validate(text, true)?;
-        let words: Arc<[Word]> = text
-            .split('.')
-            .map(|w| match w {
+        let mut words: Vec<Word> = Vec::new();
+        for w in text.split('.') {
+            let word = match w {
                 "*" => Word::Star,
                 "#" => Word::Hash,
                 other => Word::Literal(other.into()),
-            })
-            .collect();
+            };
+            // `#.#` means the same as `#`.
+            if !(word == Word::Hash && words.last() == Some(&Word::Hash)) {
+                words.push(word);
+            }
+        }
+        let words: Arc<[Word]> = words.into();
         let literal = words.iter().all(|w| matches!(w, Word::Literal(_)));
         Ok(Pattern {
             text: Arc::from(text),
@@ -78,6 +83,10 @@ impl Pattern {
     pub fn matches(&self, topic: &str) -> bool {
         if self.literal {
             return &*self.text == topic;
+        }
+        if self.words.iter().filter(|w| **w == Word::Hash).count() > 1 {
+            // Several `#`: backtracking could take exponential time; use a table.
+            return match_table(&self.words, topic);
         }
         let rest = if topic.is_empty() { None } else { Some(topic) };
         match_words(&self.words, rest)
@@ -132,6 +141,30 @@ fn match_words(pattern: &[Word], topic: Option<&str>) -> bool {
             }
         },
     }
+}
+
+/// Matching by dynamic programming: O(pattern words × topic words).
+fn match_table(pattern: &[Word], topic: &str) -> bool {
+    let words: Vec<&str> = if topic.is_empty() {
+        Vec::new()
+    } else {
+        topic.split('.').collect()
+    };
+    let (n, m) = (pattern.len(), words.len());
+    // ok[j]: pattern[i..] matches words[j..], for the current i (filled from the end).
+    let mut ok = vec![false; m + 1];
+    ok[m] = true;
+    for i in (0..n).rev() {
+        let mut next = vec![false; m + 1];
+        for j in (0..=m).rev() {
+            next[j] = match &pattern[i] {
+                Word::Hash => ok[j] || (j < m && next[j + 1]),
+                w => j < m && w.accepts(words[j]) && ok[j + 1],
+            };
+        }
+        ok = next;
+    }
+    ok[0]
 }
 
 /// Intersection test of two patterns, by dynamic programming over word positions.

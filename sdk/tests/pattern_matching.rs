@@ -117,3 +117,13 @@ fn bad_topics_and_patterns_are_rejected_with_the_reason() {
     );
     assert!(Pattern::new("a.#.*").is_ok());
 }
+
+#[test]
+fn many_hashes_do_not_take_exponential_time() {
+    let p = Pattern::new("#.#.a.#.b.#.c.#.d.#.e.#.f.#.x").unwrap();
+    let topic = vec!["a"; 200].join(".");
+    assert!(!p.matches(&topic));
+    let hit = format!("{topic}.b.c.d.e.f.x");
+    assert!(p.matches(&hit));
+    assert!(Pattern::new("#.#").unwrap().matches("anything.at.all"));
+}

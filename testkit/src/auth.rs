@@ -15,9 +15,17 @@ use tonic::{Code, Request, Status};
 use crate::axon_status::axon_status;
 
 /// Interceptor that enforces the configured access token, if any.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct AccessTokenCheck {
     token: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for AccessTokenCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessTokenCheck")
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl AccessTokenCheck {

@@ -9,7 +9,8 @@ use crate::error::TestServerError;
 use crate::server::{AxonTestServer, RunningAxonServer};
 
 /// Every setting of the test server. [`Default`] spells each value out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` shows whether a token is set, never the token.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// Address to bind; port 0 picks an ephemeral port.
     pub bind_address: SocketAddr,
@@ -39,6 +40,26 @@ pub struct ServerConfig {
     pub node_name: String,
     /// HTTP port reported in `NodeInfo` (nothing listens there).
     pub http_port: u16,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("bind_address", &self.bind_address)
+            .field("access_token", &self.access_token.as_ref().map(|_| "***"))
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("heartbeat_timeout", &self.heartbeat_timeout)
+            .field("pending_request_timeout", &self.pending_request_timeout)
+            .field("sweep_interval", &self.sweep_interval)
+            .field("query_delivery_timeout", &self.query_delivery_timeout)
+            .field("event_permit_timeout", &self.event_permit_timeout)
+            .field("max_message_size", &self.max_message_size)
+            .field("handler_queue_soft_limit", &self.handler_queue_soft_limit)
+            .field("handler_queue_hard_limit", &self.handler_queue_hard_limit)
+            .field("node_name", &self.node_name)
+            .field("http_port", &self.http_port)
+            .finish()
+    }
 }
 
 impl Default for ServerConfig {

@@ -54,8 +54,18 @@ pub fn rabbit_toml(exchange: &str, delivery: &str, extra: &str) -> String {
     )
 }
 
+/// `rabbitmqctl` talks to the local node: refuse to inspect anything else.
+pub fn require_local_broker() {
+    let host = broker_address();
+    assert!(
+        host.starts_with("127.0.0.1:") || host.starts_with("localhost:"),
+        "this test inspects the broker with rabbitmqctl, which only reaches the local node; TELAMON_TEST_AMQP_URL points at {host}"
+    );
+}
+
 /// `rabbitmqctl list_queues name messages_ready messages_unacknowledged`, for queues whose name starts with `prefix`.
 pub fn queues(prefix: &str) -> Vec<(String, u64, u64)> {
+    require_local_broker();
     let out = Command::new("rabbitmqctl")
         .args([
             "list_queues",
@@ -86,6 +96,7 @@ pub fn queues(prefix: &str) -> Vec<(String, u64, u64)> {
 
 /// Bindings whose source exchange starts with `prefix` (`rabbitmqctl list_bindings`).
 pub fn bindings(prefix: &str) -> usize {
+    require_local_broker();
     let out = Command::new("rabbitmqctl")
         .args([
             "list_bindings",
