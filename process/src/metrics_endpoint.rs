@@ -1,7 +1,8 @@
 //! A tiny HTTP endpoint that serves `GET /metrics` as Prometheus text.
 //!
 //! Any other path gets 404. One connection at a time is enough for a scraper;
-//! a client that sends nothing for 5 s is dropped, so it cannot hold the endpoint.
+//! a client that sends or reads nothing for 5 s is dropped, so it cannot hold
+//! the endpoint; accept errors back off instead of spinning.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,8 +49,12 @@ pub(crate) async fn serve(
                 "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                     .to_owned()
             };
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
+            let write = async {
+                stream.write_all(response.as_bytes()).await?;
+                stream.shutdown().await
+            };
+            // A scraper that does not read cannot hold the endpoint.
+            let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
         }
     });
     Ok(local)

@@ -3,19 +3,27 @@
 //!
 //! # Under stress
 //!
-//! - **Slow subscriber** (`wait` policy): the local queue fills, the delivery
-//!   waits, so it is not acked; the broker stops pushing after `prefetch`
-//!   unacked deliveries and keeps the rest in the queue. Memory stays bounded.
+//! - **Slow subscriber** (`wait` policy): the local queue fills and the
+//!   consumer waits. Deliveries are always acknowledged explicitly (at-most-once
+//!   acks on arrival, at-least-once after the local queue took the message), so
+//!   the broker stops pushing after `prefetch` unacknowledged deliveries and
+//!   keeps the rest in the queue: this process holds at most `prefetch` + the
+//!   local queue.
 //! - **Malformed body** (not CBOR, or not the message type; or a routing key
 //!   that is not a valid topic): logged at `warn`, counted
 //!   (`BusStats::malformed`), rejected without requeue (dead-lettered when
-//!   `dead-letter-exchange` is set); the consumer goes on.
+//!   `dead-letter-exchange` is set); the consumer goes on. Both modes.
+//! - **Set-up refused** (e.g. a queue re-declared with other arguments): retried
+//!   with back-off on the same connection; the first refusal fails `subscribe`.
 //! - **Connection lost**: the task waits for the next connection, re-declares
-//!   queue, binding and consumer. At-least-once queues are named and survive
-//!   the gap (`x-expires` = `queue-expiry`), so nothing published meanwhile is
-//!   lost; unacked deliveries come again (same message id).
-//! - **Subscriber dropped / bus stopped**: the consumer is cancelled and its
-//!   queue deleted (consumer-group queues are kept: they are shared and durable).
+//!   queue, binding and consumer. At-least-once queues are named and durable
+//!   and outlive the gap (`x-expires` = `queue-expiry`), so nothing published
+//!   meanwhile is lost; unacked deliveries come again (same message id). The
+//!   publisher re-sends its unconfirmed messages only once the subscriptions
+//!   have re-bound (or after 3 s).
+//! - **Subscriber dropped / bus stopped**: the consumer is cancelled — also
+//!   while it waits for room in the local queue — and its queue deleted
+//!   (consumer-group queues are kept: they are shared and durable).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
