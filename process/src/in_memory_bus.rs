@@ -166,26 +166,36 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
         let mut delivered = 0u64;
         let mut dropped = 0u64;
         let mut waiting: Vec<(Arc<SubEntry<M>>, Delivery<M>)> = Vec::new();
-        for s in subs.iter() {
-            if !s.pattern.matches(topic.as_str()) {
-                continue;
+        let mut offer = |s: &Arc<SubEntry<M>>, d: Delivery<M>| match s.sender.try_deliver(d) {
+            TryDeliver::Delivered => delivered += 1,
+            TryDeliver::DeliveredDroppingOldest => {
+                delivered += 1;
+                dropped += 1;
             }
-            match s
-                .sender
-                .try_deliver(Delivery::new(topic.clone(), message.clone()))
-            {
-                TryDeliver::Delivered => delivered += 1,
-                TryDeliver::DeliveredDroppingOldest => {
-                    delivered += 1;
-                    dropped += 1;
-                }
-                TryDeliver::Full(d) => waiting.push((s.clone(), d)),
-                TryDeliver::Closed => {}
+            TryDeliver::Full(d) => waiting.push((s.clone(), d)),
+            TryDeliver::Closed => {}
+        };
+        // Every match but the last gets clones; the last gets the originals, so
+        // a single subscriber costs no reference-count traffic at all here.
+        let mut previous: Option<&Arc<SubEntry<M>>> = None;
+        for s in subs.iter().filter(|s| s.pattern.matches(topic.as_str())) {
+            if let Some(p) = previous.replace(s) {
+                offer(p, Delivery::new(topic.clone(), message.clone()));
             }
+        }
+        let metrics_topic = if self.shared.metrics.enabled() {
+            Some(topic.clone())
+        } else {
+            None
+        };
+        if let Some(last) = previous {
+            offer(last, Delivery::new(topic, message));
         }
         drop(subs);
         if waiting.is_empty() {
-            self.shared.metrics.delivered(&topic, delivered, dropped);
+            if let Some(t) = &metrics_topic {
+                self.shared.metrics.delivered(t, delivered, dropped);
+            }
             return Publish::ready(Ok(()));
         }
         let metrics = self.shared.metrics.clone();
@@ -195,7 +205,9 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
                     delivered += 1;
                 }
             }
-            metrics.delivered(&topic, delivered, dropped);
+            if let Some(t) = &metrics_topic {
+                metrics.delivered(t, delivered, dropped);
+            }
             Ok(())
         })
     }

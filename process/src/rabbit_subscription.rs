@@ -4,8 +4,9 @@
 //! # Under stress
 //!
 //! - **Slow subscriber** (`wait` policy): the local queue fills and the
-//!   consumer waits. Deliveries are always acknowledged explicitly (at-most-once
-//!   acks on arrival, at-least-once after the local queue took the message), so
+//!   consumer waits. Deliveries are always acknowledged explicitly, in batches
+//!   of up to 64 or after a 2 ms pause (at-most-once on arrival, at-least-once
+//!   after the local queue took the message), so
 //!   the broker stops pushing after `prefetch` unacknowledged deliveries and
 //!   keeps the rest in the queue: this process holds at most `prefetch` + the
 //!   local queue.
@@ -223,9 +224,10 @@ pub(crate) async fn run<M: DeserializeOwned + Send + Sync + 'static>(
         if let Some(r) = ready.take() {
             let _ = r.send(Ok(()));
         }
-        // At-least-once acks are batched — one `multiple` ack per ACK_BATCH
-        // deliveries, or when the stream pauses — and sent only after the
-        // subscriber's queue took the message.
+        // Acks are batched — one `multiple` ack per ACK_BATCH deliveries, or
+        // when the stream pauses. At-least-once counts a delivery only after the
+        // subscriber's queue took it. (At-most-once: a channel that fails inside
+        // that short window may see its unacked deliveries once more.)
         let mut unacked: Option<lapin::Acker> = None;
         let mut unacked_count = 0usize;
         loop {
@@ -273,10 +275,10 @@ pub(crate) async fn run<M: DeserializeOwned + Send + Sync + 'static>(
             }
             let acker = delivery.acker;
             if at_most_once {
-                // Settled before the subscriber sees it: a failure later never
-                // brings it back. Still acked (not auto-ack), so `prefetch`
-                // bounds what this process holds.
-                let _ = acker.ack(BasicAckOptions::default()).await;
+                // Acked on arrival, in batches like at-least-once (not
+                // auto-ack, so `prefetch` still bounds what this process holds).
+                unacked = Some(acker.clone());
+                unacked_count += 1;
             }
             let taken = tokio::select! {
                 biased;
