@@ -150,6 +150,32 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> RabbitMqBus<M> {
         }
     }
 
+    /// Starts a consumer task for `pattern` and returns its guard once bound.
+    fn register<F, Fut>(
+        &self,
+        pattern: Pattern,
+        count: &Arc<AtomicUsize>,
+        task: F,
+    ) -> BoxFuture<'_, Result<DropGuard, SubscribeError>>
+    where
+        F: FnOnce(Pattern, CancellationToken, oneshot::Sender<Result<(), String>>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let text = pattern.to_string();
+        let result = if self.link.stop.is_cancelled() {
+            Err(SubscribeError::Closed {
+                bus: self.id.clone(),
+            })
+        } else {
+            let stop = self.consumers.child_token();
+            let (ready, bound) = oneshot::channel();
+            self.consumer_tasks
+                .spawn(task(pattern, stop.clone(), ready));
+            Ok((self.guard(stop, count), bound))
+        };
+        Box::pin(async move { self.when_bound(&text, result).await })
+    }
+
     /// While connected, a subscription or handler is returned only once its
     /// queue is bound, so nothing published after `subscribe` returns is missed.
     /// While disconnected it is returned at once and binds on connection.
@@ -247,26 +273,11 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
         pattern: Pattern,
         sender: SubscriptionSender<M>,
     ) -> BoxFuture<'_, Result<DropGuard, SubscribeError>> {
-        let text = pattern.to_string();
-        let result = if self.link.stop.is_cancelled() {
-            Err(SubscribeError::Closed {
-                bus: self.id.clone(),
-            })
-        } else {
-            let stop = self.consumers.child_token();
-            let plan = self.queue_plan(&pattern);
-            let (ready, bound) = oneshot::channel();
-            self.consumer_tasks.spawn(rabbit_subscription::run(
-                self.link.clone(),
-                pattern,
-                plan,
-                sender,
-                stop.clone(),
-                ready,
-            ));
-            Ok((self.guard(stop, &self.subscriptions), bound))
-        };
-        Box::pin(async move { self.when_bound(&text, result).await })
+        let plan = self.queue_plan(&pattern);
+        let link = self.link.clone();
+        self.register(pattern, &self.subscriptions, move |pattern, stop, ready| {
+            rabbit_subscription::run(link, pattern, plan, sender, stop, ready)
+        })
     }
 
     fn handle(
@@ -274,25 +285,10 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
         pattern: Pattern,
         sender: RequestSender<M>,
     ) -> BoxFuture<'_, Result<DropGuard, SubscribeError>> {
-        let text = pattern.to_string();
-        let result = if self.link.stop.is_cancelled() {
-            Err(SubscribeError::Closed {
-                bus: self.id.clone(),
-            })
-        } else {
-            let stop = self.consumers.child_token();
-            let (ready, bound) = oneshot::channel();
-            self.consumer_tasks.spawn(run_handler(
-                self.link.clone(),
-                pattern,
-                sender,
-                stop.clone(),
-                ready,
-                self.consumer_tasks.clone(),
-            ));
-            Ok((self.guard(stop, &self.handlers), bound))
-        };
-        Box::pin(async move { self.when_bound(&text, result).await })
+        let (link, replies) = (self.link.clone(), self.consumer_tasks.clone());
+        self.register(pattern, &self.handlers, move |pattern, stop, ready| {
+            run_handler(link, pattern, sender, stop, ready, replies)
+        })
     }
 
     fn request(

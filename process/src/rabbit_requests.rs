@@ -43,7 +43,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cbor_codec;
 use crate::rabbit_link::{Link, Live};
-use crate::rabbit_subscription::{close_queue, next_attempt};
+use crate::rabbit_subscription::{Attempts, close_queue};
 
 /// What travels back: the response or the handler's error.
 #[derive(Serialize)]
@@ -115,8 +115,9 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Requester<M> {
     pub(crate) async fn run_replies(self: Arc<Self>) {
         let name = format!("{}.reply.{}", self.link.config.exchange, self.instance);
         let stop = self.link.stop.clone();
-        let mut failures = 0;
-        while let Some(live) = next_attempt(&self.link, &stop, failures).await {
+        let _counted = self.link.consumer();
+        let mut attempts = Attempts::new(None);
+        while let Some(live) = attempts.next(&self.link, &stop).await {
             let opened = async {
                 let channel = live.connection.create_channel().await?;
                 let options = QueueDeclareOptions {
@@ -144,13 +145,11 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Requester<M> {
             let (_channel, mut consumer) = match opened {
                 Ok(o) => o,
                 Err(e) => {
-                    tracing::warn!(bus = %self.link.bus, error = %e, "cannot set up the reply queue; retrying");
-                    self.link.report(live.generation);
-                    failures += 1;
+                    attempts.failed(&self.link, &live, "reply queue", &e);
                     continue;
                 }
             };
-            failures = 0;
+            attempts.bound(&self.link, &live);
             self.reply_queue
                 .send_replace(Some((live.generation, name.clone())));
             loop {
@@ -177,8 +176,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Requester<M> {
                     }
                     Some(Err(_)) | None => {
                         self.reply_queue.send_replace(None);
-                        self.link.report(live.generation);
-                        failures += 1;
+                        attempts.lost(&self.link, &live);
                         break;
                     }
                 }
@@ -336,11 +334,11 @@ pub(crate) async fn run_handler<M: Serialize + DeserializeOwned + Send + Sync + 
     replies: TaskTracker,
 ) {
     let _counted = link.consumer();
-    let mut ready = Some(ready);
+    let mut attempts = Attempts::new(Some(ready));
     let queue_name = format!("{}.request.{}", link.config.exchange, pattern.as_str());
     let request_exchange = link.request_exchange();
-    let mut failures = 0;
-    while let Some(live) = next_attempt(&link, &stop, failures).await {
+    let what = format!("request handler `{pattern}`");
+    while let Some(live) = attempts.next(&link, &stop).await {
         let opened = open_handler_queue(
             &link,
             &live,
@@ -352,20 +350,11 @@ pub(crate) async fn run_handler<M: Serialize + DeserializeOwned + Send + Sync + 
         let (channel, mut consumer, queue) = match opened {
             Ok(o) => o,
             Err(e) => {
-                tracing::warn!(bus = %link.bus, pattern = %pattern, error = %e, "cannot set up request handler; retrying");
-                if let Some(r) = ready.take() {
-                    let _ = r.send(Err(e.to_string()));
-                }
-                link.report(live.generation);
-                failures += 1;
+                attempts.failed(&link, &live, &what, &e);
                 continue;
             }
         };
-        failures = 0;
-        link.mark_bound(live.generation);
-        if let Some(r) = ready.take() {
-            let _ = r.send(Ok(()));
-        }
+        attempts.bound(&link, &live);
         loop {
             let next = tokio::select! {
                 _ = stop.cancelled() => {
@@ -377,8 +366,7 @@ pub(crate) async fn run_handler<M: Serialize + DeserializeOwned + Send + Sync + 
             let delivery = match next {
                 Some(Ok(d)) => d,
                 Some(Err(_)) | None => {
-                    link.report(live.generation);
-                    failures += 1;
+                    attempts.lost(&link, &live);
                     break;
                 }
             };

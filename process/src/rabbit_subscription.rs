@@ -155,26 +155,59 @@ async fn flush_ack(unacked: &mut Option<lapin::Acker>, count: &mut usize) {
     *count = 0;
 }
 
-/// Waits before a retry (none before the first attempt), then for a connection.
-pub(crate) async fn next_attempt(
-    link: &Link,
-    stop: &CancellationToken,
+/// The set-up attempts of one consumer task: back-off between failures, and
+/// the first outcome reported to whoever is waiting in `subscribe`/`handle`.
+pub(crate) struct Attempts {
+    ready: Option<oneshot::Sender<Result<(), String>>>,
     failures: u32,
-) -> Option<Arc<Live>> {
-    if failures > 0 {
-        let delay = backoff(
-            failures - 1,
-            link.config.reconnect_min,
-            link.config.reconnect_max,
-        );
+}
+
+impl Attempts {
+    pub(crate) fn new(ready: Option<oneshot::Sender<Result<(), String>>>) -> Self {
+        Attempts { ready, failures: 0 }
+    }
+
+    /// Waits before a retry (none before the first attempt), then for a connection.
+    pub(crate) async fn next(&self, link: &Link, stop: &CancellationToken) -> Option<Arc<Live>> {
+        if self.failures > 0 {
+            let delay = backoff(
+                self.failures - 1,
+                link.config.reconnect_min,
+                link.config.reconnect_max,
+            );
+            tokio::select! {
+                _ = stop.cancelled() => return None,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
         tokio::select! {
-            _ = stop.cancelled() => return None,
-            _ = tokio::time::sleep(delay) => {}
+            _ = stop.cancelled() => None,
+            live = link.next_live(0) => live,
         }
     }
-    tokio::select! {
-        _ = stop.cancelled() => None,
-        live = link.next_live(0) => live,
+
+    /// Set-up failed: log, report, retry later.
+    pub(crate) fn failed(&mut self, link: &Link, live: &Live, what: &str, error: &lapin::Error) {
+        tracing::warn!(bus = %link.bus, what, error = %error, "cannot set up; retrying");
+        if let Some(r) = self.ready.take() {
+            let _ = r.send(Err(error.to_string()));
+        }
+        self.lost(link, live);
+    }
+
+    /// The queue is bound and consumed on `live`.
+    pub(crate) fn bound(&mut self, link: &Link, live: &Live) {
+        self.failures = 0;
+        link.mark_bound(live.generation);
+        if let Some(r) = self.ready.take() {
+            let _ = r.send(Ok(()));
+        }
+    }
+
+    /// The consumer stream ended: retry on this connection or the next.
+    pub(crate) fn lost(&mut self, link: &Link, live: &Live) {
+        link.report(live.generation);
+        self.failures += 1;
     }
 }
 
@@ -192,38 +225,22 @@ pub(crate) async fn run<M: DeserializeOwned + Send + Sync + 'static>(
     ready: oneshot::Sender<Result<(), String>>,
 ) {
     let _counted = link.consumer();
-    let mut ready = Some(ready);
+    let mut attempts = Attempts::new(Some(ready));
     let at_most_once = link.config.delivery == DeliveryMode::AtMostOnce;
     let delete = !matches!(plan, QueuePlan::Group(_));
     let exchange = link.config.exchange.clone();
-    let mut failures = 0;
-    while let Some(live) = next_attempt(&link, &stop, failures).await {
-        let (channel, mut consumer, queue) = match open_queue(
-            &link,
-            &live,
-            &plan,
-            &exchange,
-            pattern.as_str(),
-        )
-        .await
-        {
-            Ok(opened) => opened,
-            Err(e) => {
-                tracing::warn!(bus = %link.bus, pattern = %pattern, error = %e, "cannot set up subscription; retrying");
-                if let Some(r) = ready.take() {
-                    let _ = r.send(Err(e.to_string()));
+    let what = format!("subscription `{pattern}`");
+    while let Some(live) = attempts.next(&link, &stop).await {
+        let (channel, mut consumer, queue) =
+            match open_queue(&link, &live, &plan, &exchange, pattern.as_str()).await {
+                Ok(opened) => opened,
+                Err(e) => {
+                    attempts.failed(&link, &live, &what, &e);
+                    continue;
                 }
-                link.report(live.generation);
-                failures += 1;
-                continue;
-            }
-        };
-        failures = 0;
-        link.mark_bound(live.generation);
+            };
+        attempts.bound(&link, &live);
         tracing::debug!(bus = %link.bus, pattern = %pattern, queue = %queue, "subscribed");
-        if let Some(r) = ready.take() {
-            let _ = r.send(Ok(()));
-        }
         // Acks are batched — one `multiple` ack per ACK_BATCH deliveries, or
         // when the stream pauses. At-least-once counts a delivery only after the
         // subscriber's queue took it. (At-most-once: a channel that fails inside
@@ -247,8 +264,7 @@ pub(crate) async fn run<M: DeserializeOwned + Send + Sync + 'static>(
             let delivery = match next {
                 Some(Ok(d)) => d,
                 Some(Err(_)) | None => {
-                    link.report(live.generation);
-                    failures += 1;
+                    attempts.lost(&link, &live);
                     break;
                 }
             };

@@ -6,18 +6,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::rabbit::{amqp_url, queues, rabbit_toml, require_broker, unique};
-use common::{config, within};
-use serde_json::{Value, json};
-use telamon_process::{Process, RunningProcess};
+use common::{start, within};
+use serde_json::json;
 use telamon_sdk::{FullPolicy, PublishError, SubscribeOptions};
 use tokio::net::TcpListener;
-
-async fn start(toml: &str) -> RunningProcess<Value> {
-    Process::<Value>::new(config(toml))
-        .start()
-        .await
-        .expect("process starts")
-}
 
 #[tokio::test]
 async fn every_subscription_to_a_topic_gets_every_message_across_processes() {

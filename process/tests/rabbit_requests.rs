@@ -6,17 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::rabbit::{bindings, queues, rabbit_toml, require_broker, unique};
-use common::{config, within};
+use common::{start, within};
 use serde_json::{Value, json};
-use telamon_process::{Process, RunningProcess};
 use telamon_sdk::{HandlerError, RequestError};
-
-async fn start(toml: &str) -> RunningProcess<Value> {
-    Process::<Value>::new(config(toml))
-        .start()
-        .await
-        .expect("process starts")
-}
 
 #[tokio::test]
 async fn requests_cross_processes_with_answers_and_handler_errors() {
