@@ -29,6 +29,8 @@ pub(crate) async fn serve(
                 a = listener.accept() => a,
             };
             let Ok((mut stream, _)) = accepted else {
+                // Out of file descriptors or similar: back off, do not spin.
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
             let mut buf = [0u8; 1024];

@@ -61,7 +61,10 @@ pub struct RabbitMqConfig {
     pub password: Option<Secret>,
     /// The topic exchange; routing key = topic.
     pub exchange: String,
-    /// Declare the exchange durable (Caryatid declares it non-durable; both sides must agree).
+    /// Declare the exchange durable, so bindings of durable (at-least-once)
+    /// queues survive a broker restart. Everyone declaring an exchange must
+    /// agree; Caryatid declares its exchange non-durable, so set `false` to
+    /// share one with Caryatid.
     pub exchange_durable: bool,
     /// Unacknowledged deliveries a consumer may hold.
     pub prefetch: u16,
@@ -113,7 +116,7 @@ impl Default for RabbitMqConfig {
             urls: Urls::One(DEFAULT_URL.to_owned()),
             password: None,
             exchange: DEFAULT_EXCHANGE.to_owned(),
-            exchange_durable: false,
+            exchange_durable: true,
             prefetch: 256,
             delivery: DeliveryMode::AtLeastOnce,
             confirm_window: 1024,

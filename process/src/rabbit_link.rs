@@ -59,8 +59,8 @@ impl Drop for ConsumerGuard {
     }
 }
 
-/// Runs once a connection is published (the publisher re-sends unconfirmed
-/// messages here, after the consumers have re-bound their queues).
+/// Runs once a connection is published to consumers and before publishers may
+/// use it (consumers re-bind, then the publisher re-sends unconfirmed messages).
 pub(crate) type OnConnect = Box<dyn Fn(Arc<Live>) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// The connection supervisor's shared state.
@@ -68,6 +68,9 @@ pub(crate) struct Link {
     pub(crate) bus: String,
     pub(crate) config: Arc<RabbitMqConfig>,
     live: watch::Sender<Option<Arc<Live>>>,
+    /// The generation publishes may use: set once this process's consumers
+    /// have bound their queues on it (0: none).
+    publishable: std::sync::atomic::AtomicU64,
     /// Subscription and handler tasks alive.
     consumers: std::sync::atomic::AtomicUsize,
     /// (generation, how many consumers have bound their queue on it).
@@ -83,6 +86,7 @@ impl Link {
             bus: bus.to_owned(),
             config,
             live: watch::channel(None).0,
+            publishable: std::sync::atomic::AtomicU64::new(0),
             consumers: std::sync::atomic::AtomicUsize::new(0),
             bound: watch::channel((0, 0)).0,
             broken: Notify::new(),
@@ -99,6 +103,14 @@ impl Link {
     /// The connection, if there is one now.
     pub(crate) fn current(&self) -> Option<Arc<Live>> {
         self.live.borrow().clone()
+    }
+
+    /// The connection, if publishing may use it now: after a reconnect, only
+    /// once this process's subscriptions are bound again, so nothing published
+    /// meanwhile routes to nowhere.
+    pub(crate) fn for_publish(&self) -> Option<Arc<Live>> {
+        let live = self.current()?;
+        (self.publishable.load(Ordering::Acquire) == live.generation).then_some(live)
     }
 
     /// Waits for a connection newer than `after` (0: any); `None` once the bus stops.
@@ -126,6 +138,7 @@ impl Link {
 
     /// A consumer bound its queue on connection `generation`.
     pub(crate) fn mark_bound(&self, generation: u64) {
+        tracing::debug!(bus = %self.bus, generation, consumers = self.consumers.load(Ordering::Relaxed), "consumer bound");
         self.bound.send_modify(|(g, n)| {
             if *g == generation {
                 *n += 1;
@@ -168,21 +181,26 @@ impl Link {
                     attempt = 0;
                     generation = live.generation;
                     let live = Arc::new(live);
-                    on_connect(live.clone()).await;
                     if generation > 1 {
                         self.health.reconnects.fetch_add(1, Ordering::Relaxed);
                     }
                     self.health.connected.store(true, Ordering::Relaxed);
                     tracing::info!(bus = %self.bus, url = %redact(url), generation, "connected to RabbitMQ");
+                    // Consumers re-bind first; then unconfirmed messages are
+                    // re-sent; then publishing opens.
                     self.live.send_replace(Some(live.clone()));
+                    on_connect(live.clone()).await;
+                    self.publishable.store(generation, Ordering::Release);
                     self.watch(&live).await;
+                    self.publishable.store(0, Ordering::Release);
                     self.live.send_replace(None);
                     self.health.connected.store(false, Ordering::Relaxed);
+                    // Close it even if only a channel failed, so nothing keeps using it.
+                    let _ = live
+                        .connection
+                        .close(200, "telamon bus reconnecting".into())
+                        .await;
                     if self.stop.is_cancelled() {
-                        let _ = live
-                            .connection
-                            .close(200, "telamon bus stopping".into())
-                            .await;
                         break;
                     }
                     tracing::warn!(bus = %self.bus, url = %redact(url), "lost the RabbitMQ connection; reconnecting");

@@ -94,10 +94,11 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> RabbitMqBus<M> {
         let on_connect: OnConnect = Box::new(move |live| {
             let (resend, link) = (resend.clone(), resend_link.clone());
             Box::pin(async move {
-                // Re-sent messages must find their subscriptions' bindings again
-                // (after a broker restart the exchange came back empty).
-                if resend.outstanding() > 0 && !link.all_bound(live.generation, REBIND_WAIT).await {
-                    tracing::warn!(bus = %link.bus, "not every subscription re-bound in time; re-sending anyway");
+                // Re-sent and new messages must find their subscriptions'
+                // bindings again (after a broker restart a transient exchange
+                // comes back empty), so publishing waits for them.
+                if !link.all_bound(live.generation, REBIND_WAIT).await {
+                    tracing::warn!(bus = %link.bus, "not every subscription re-bound in time; publishing anyway");
                 }
                 resend.resend_all(&live).await
             })
@@ -119,11 +120,19 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> RabbitMqBus<M> {
         }
     }
 
-    /// Waits until the bus is connected, up to `timeout`; `true` if it is.
+    /// Waits until the bus is connected and open for publishing (its
+    /// subscriptions bound), up to `timeout`; `true` if it is.
     pub async fn wait_connected(&self, timeout: Duration) -> bool {
-        tokio::time::timeout(timeout, self.link.next_live(0))
-            .await
-            .is_ok_and(|l| l.is_some())
+        let open = async {
+            while self.link.for_publish().is_none() {
+                if self.link.next_live(0).await.is_none() {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            true
+        };
+        tokio::time::timeout(timeout, open).await.unwrap_or(false)
     }
 
     /// Published at-least-once messages whose confirm has not come yet.

@@ -75,7 +75,7 @@ impl Publisher {
         let exchange = self.link.config.exchange.as_str();
         match self.link.config.delivery {
             DeliveryMode::AtMostOnce => {
-                let live = self.link.current().ok_or("not connected to RabbitMQ")?;
+                let live = self.link.for_publish().ok_or("not connected to RabbitMQ")?;
                 live.publish
                     .basic_publish(
                         exchange.into(),
@@ -92,7 +92,7 @@ impl Publisher {
                     })
             }
             DeliveryMode::AtLeastOnce => {
-                if self.link.current().is_none() {
+                if self.link.for_publish().is_none() {
                     return Err("not connected to RabbitMQ".into());
                 }
                 // A full window waits for confirms — but not for a broker that is gone.
@@ -100,7 +100,7 @@ impl Publisher {
                     permit = self.window.clone().acquire_owned() => permit.map_err(|_| "bus closed".to_owned())?,
                     _ = self.link.disconnected() => return Err("not connected to RabbitMQ".into()),
                 };
-                let live = self.link.current().ok_or("not connected to RabbitMQ")?;
+                let live = self.link.for_publish().ok_or("not connected to RabbitMQ")?;
                 let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
                 self.lock().insert(
                     seq,

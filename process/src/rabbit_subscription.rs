@@ -97,7 +97,11 @@ pub(crate) async fn open_queue(
                 .as_millis()
                 .clamp(1, u32::MAX as u128) as u32;
             args.insert("x-expires".into(), AMQPValue::LongUInt(ms));
-            QueueDeclareOptions::default()
+            // Durable, so what it holds also outlives a broker restart.
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            }
         }
         QueuePlan::Group(_) => QueueDeclareOptions {
             durable: true,

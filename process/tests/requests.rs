@@ -154,6 +154,30 @@ async fn a_panicking_handler_answers_with_an_error_and_keeps_serving() {
 }
 
 #[tokio::test]
+async fn a_handler_that_panics_before_its_future_exists_also_answers_with_an_error() {
+    let process = start(ONE_BUS).await;
+    let ctx = process.context("test");
+    ctx.handle("eager", |m: Arc<Value>| {
+        if *m == json!("boom") {
+            panic!("panicked while building the future");
+        }
+        async move { Ok::<_, HandlerError>(m) }
+    })
+    .await
+    .unwrap();
+    let err = within(ctx.request("eager", json!("boom")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.handler_error().unwrap().code(), Some("panic"), "{err}");
+    assert_eq!(
+        *ctx.request("eager", json!("fine")).await.unwrap(),
+        json!("fine")
+    );
+    assert_eq!(process.panics(), 1);
+    process.stop().await;
+}
+
+#[tokio::test]
 async fn stop_lets_a_request_in_flight_finish() {
     let process = start(ONE_BUS).await;
     let ctx = process.context("test");

@@ -83,10 +83,10 @@ pub async fn exchange_both_ways(
         .ok_or_else(|| anyhow::anyhow!("caryatid did not initialise"))?;
     let mut caryatid_sub = cctx.subscribe(&t2c).await?;
 
-    // Telamon, with the exchange set to Caryatid's.
+    // Telamon, with the exchange set to Caryatid's (declared non-durable, as Caryatid does).
     let config = ConfigLoader::new()
         .embedded(format!(
-            "[message-bus.external]\nclass = \"rabbit-mq\"\nurl = \"{url}\"\nexchange = \"{exchange}\"\ndelivery = \"at-least-once\"\n[[message-router.route]]\npattern = \"#\"\nbus = \"external\"\n"
+            "[message-bus.external]\nclass = \"rabbit-mq\"\nurl = \"{url}\"\nexchange = \"{exchange}\"\nexchange-durable = false\ndelivery = \"at-least-once\"\n[[message-router.route]]\npattern = \"#\"\nbus = \"external\"\n"
         ))
         .env_prefix(None)
         .load()?;
