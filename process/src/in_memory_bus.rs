@@ -41,7 +41,6 @@ pub struct InMemoryConfig {
     /// Capacity of each subscription's queue.
     pub subscriber_queue_size: usize,
     /// `"wait"` or `"drop-oldest"`.
-    #[serde(with = "policy_serde")]
     pub full_policy: FullPolicy,
     /// Capacity of each request handler's queue.
     pub request_queue_size: usize,
@@ -57,38 +56,47 @@ impl Default for InMemoryConfig {
     }
 }
 
-mod policy_serde {
-    use serde::{Deserialize, Deserializer};
-    use telamon_sdk::FullPolicy;
+/// One registration: a pattern and where matching traffic goes.
+struct Entry<T> {
+    id: u64,
+    pattern: Pattern,
+    target: T,
+}
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<FullPolicy, D::Error> {
-        match String::deserialize(d)?.as_str() {
-            "wait" => Ok(FullPolicy::Wait),
-            "drop-oldest" => Ok(FullPolicy::DropOldest),
-            other => Err(serde::de::Error::custom(format!(
-                "unknown full-policy `{other}` (expected \"wait\" or \"drop-oldest\")"
-            ))),
-        }
+/// A copy-on-write list of registrations: the publish path reads it without a
+/// lock; subscribe and unsubscribe replace it.
+struct Table<T>(ArcSwap<Vec<Arc<Entry<T>>>>);
+
+impl<T> Table<T> {
+    fn new() -> Self {
+        Table(ArcSwap::from_pointee(Vec::new()))
     }
-}
 
-struct SubEntry<M> {
-    id: u64,
-    pattern: Pattern,
-    sender: SubscriptionSender<M>,
-}
+    fn insert(&self, entry: Arc<Entry<T>>) {
+        self.0.rcu(|entries| {
+            let mut v = Vec::with_capacity(entries.len() + 1);
+            v.extend(entries.iter().cloned());
+            v.push(entry.clone());
+            v
+        });
+    }
 
-struct HandlerEntry<M> {
-    id: u64,
-    pattern: Pattern,
-    sender: RequestSender<M>,
+    fn remove(&self, id: u64) {
+        self.0.rcu(|entries| {
+            entries
+                .iter()
+                .filter(|e| e.id != id)
+                .cloned()
+                .collect::<Vec<_>>()
+        });
+    }
 }
 
 struct Shared<M> {
     id: String,
     config: InMemoryConfig,
-    subs: ArcSwap<Vec<Arc<SubEntry<M>>>>,
-    handlers: ArcSwap<Vec<Arc<HandlerEntry<M>>>>,
+    subs: Table<SubscriptionSender<M>>,
+    handlers: Table<RequestSender<M>>,
     next_id: AtomicU64,
     closed: AtomicBool,
     metrics: Arc<Metrics>,
@@ -115,8 +123,8 @@ impl<M: Send + Sync + 'static> InMemoryBus<M> {
             shared: Arc::new(Shared {
                 id: id.into(),
                 config,
-                subs: ArcSwap::from_pointee(Vec::new()),
-                handlers: ArcSwap::from_pointee(Vec::new()),
+                subs: Table::new(),
+                handlers: Table::new(),
                 next_id: AtomicU64::new(1),
                 closed: AtomicBool::new(false),
                 metrics,
@@ -127,27 +135,33 @@ impl<M: Send + Sync + 'static> InMemoryBus<M> {
     fn closed(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire)
     }
-}
 
-fn remove_sub<M>(shared: &Weak<Shared<M>>, id: u64) {
-    if let Some(shared) = shared.upgrade() {
-        shared.subs.rcu(|subs| {
-            subs.iter()
-                .filter(|s| s.id != id)
-                .cloned()
-                .collect::<Vec<_>>()
-        });
-    }
-}
-
-fn remove_handler<M>(shared: &Weak<Shared<M>>, id: u64) {
-    if let Some(shared) = shared.upgrade() {
-        shared.handlers.rcu(|hs| {
-            hs.iter()
-                .filter(|h| h.id != id)
-                .cloned()
-                .collect::<Vec<_>>()
-        });
+    /// Adds `target` to one of the tables; the guard removes it again.
+    fn register<T: Send + Sync + 'static>(
+        &self,
+        table: fn(&Shared<M>) -> &Table<T>,
+        pattern: Pattern,
+        target: T,
+    ) -> BoxFuture<'_, Result<DropGuard, SubscribeError>> {
+        let result = if self.closed() {
+            Err(SubscribeError::Closed {
+                bus: self.shared.id.clone(),
+            })
+        } else {
+            let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+            table(&self.shared).insert(Arc::new(Entry {
+                id,
+                pattern,
+                target,
+            }));
+            let weak: Weak<Shared<M>> = Arc::downgrade(&self.shared);
+            Ok(DropGuard::new(move || {
+                if let Some(shared) = weak.upgrade() {
+                    table(&shared).remove(id);
+                }
+            }))
+        };
+        Box::pin(async move { result })
     }
 }
 
@@ -162,22 +176,23 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
                 bus: self.shared.id.clone(),
             }));
         }
-        let subs = self.shared.subs.load();
+        let subs = self.shared.subs.0.load();
         let mut delivered = 0u64;
         let mut dropped = 0u64;
-        let mut waiting: Vec<(Arc<SubEntry<M>>, Delivery<M>)> = Vec::new();
-        let mut offer = |s: &Arc<SubEntry<M>>, d: Delivery<M>| match s.sender.try_deliver(d) {
-            TryDeliver::Delivered => delivered += 1,
-            TryDeliver::DeliveredDroppingOldest => {
-                delivered += 1;
-                dropped += 1;
-            }
-            TryDeliver::Full(d) => waiting.push((s.clone(), d)),
-            TryDeliver::Closed => {}
-        };
+        let mut waiting: Vec<(Arc<Entry<SubscriptionSender<M>>>, Delivery<M>)> = Vec::new();
+        let mut offer =
+            |s: &Arc<Entry<SubscriptionSender<M>>>, d: Delivery<M>| match s.target.try_deliver(d) {
+                TryDeliver::Delivered => delivered += 1,
+                TryDeliver::DeliveredDroppingOldest => {
+                    delivered += 1;
+                    dropped += 1;
+                }
+                TryDeliver::Full(d) => waiting.push((s.clone(), d)),
+                TryDeliver::Closed => {}
+            };
         // Every match but the last gets clones; the last gets the originals, so
         // a single subscriber costs no reference-count traffic at all here.
-        let mut previous: Option<&Arc<SubEntry<M>>> = None;
+        let mut previous: Option<&Arc<Entry<SubscriptionSender<M>>>> = None;
         for s in subs.iter().filter(|s| s.pattern.matches(topic.as_str())) {
             if let Some(p) = previous.replace(s) {
                 offer(p, Delivery::new(topic.clone(), message.clone()));
@@ -201,7 +216,7 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
         let metrics = self.shared.metrics.clone();
         Publish::pending(async move {
             for (s, d) in waiting {
-                if s.sender.deliver(d).await.is_ok() {
+                if s.target.deliver(d).await.is_ok() {
                     delivered += 1;
                 }
             }
@@ -217,27 +232,7 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
         pattern: Pattern,
         sender: SubscriptionSender<M>,
     ) -> BoxFuture<'_, Result<DropGuard, SubscribeError>> {
-        let result = if self.closed() {
-            Err(SubscribeError::Closed {
-                bus: self.shared.id.clone(),
-            })
-        } else {
-            let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-            let entry = Arc::new(SubEntry {
-                id,
-                pattern,
-                sender,
-            });
-            self.shared.subs.rcu(|subs| {
-                let mut v = Vec::with_capacity(subs.len() + 1);
-                v.extend(subs.iter().cloned());
-                v.push(entry.clone());
-                v
-            });
-            let weak = Arc::downgrade(&self.shared);
-            Ok(DropGuard::new(move || remove_sub(&weak, id)))
-        };
-        Box::pin(async move { result })
+        self.register(|s| &s.subs, pattern, sender)
     }
 
     fn handle(
@@ -245,27 +240,7 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
         pattern: Pattern,
         sender: RequestSender<M>,
     ) -> BoxFuture<'_, Result<DropGuard, SubscribeError>> {
-        let result = if self.closed() {
-            Err(SubscribeError::Closed {
-                bus: self.shared.id.clone(),
-            })
-        } else {
-            let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-            let entry = Arc::new(HandlerEntry {
-                id,
-                pattern,
-                sender,
-            });
-            self.shared.handlers.rcu(|hs| {
-                let mut v = Vec::with_capacity(hs.len() + 1);
-                v.extend(hs.iter().cloned());
-                v.push(entry.clone());
-                v
-            });
-            let weak = Arc::downgrade(&self.shared);
-            Ok(DropGuard::new(move || remove_handler(&weak, id)))
-        };
-        Box::pin(async move { result })
+        self.register(|s| &s.handlers, pattern, sender)
     }
 
     fn request(
@@ -279,9 +254,10 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
         let handler = self
             .shared
             .handlers
+            .0
             .load()
             .iter()
-            .find(|h| !h.sender.is_closed() && h.pattern.matches(topic.as_str()))
+            .find(|h| !h.target.is_closed() && h.pattern.matches(topic.as_str()))
             .cloned();
         Box::pin(async move {
             if closed {
@@ -297,7 +273,7 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
             let (responder, reply) = Responder::channel();
             let exchange = async {
                 if handler
-                    .sender
+                    .target
                     .send(Request::new(topic.clone(), message, responder))
                     .await
                     .is_err()
@@ -337,8 +313,8 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
 
     fn stats(&self) -> BusStats {
         BusStats {
-            subscriptions: self.shared.subs.load().len(),
-            handlers: self.shared.handlers.load().len(),
+            subscriptions: self.shared.subs.0.load().len(),
+            handlers: self.shared.handlers.0.load().len(),
             connected: !self.closed(),
             reconnects: 0,
             malformed: 0,
@@ -347,8 +323,8 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         self.shared.closed.store(true, Ordering::Release);
-        self.shared.subs.store(Arc::new(Vec::new()));
-        self.shared.handlers.store(Arc::new(Vec::new()));
+        self.shared.subs.0.store(Arc::new(Vec::new()));
+        self.shared.handlers.0.store(Arc::new(Vec::new()));
         Box::pin(async {})
     }
 }

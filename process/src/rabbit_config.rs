@@ -94,20 +94,9 @@ pub struct RabbitMqConfig {
     /// Local queue capacity of each subscription.
     pub subscriber_queue_size: usize,
     /// `"wait"` or `"drop-oldest"` for the local queue.
-    #[serde(deserialize_with = "policy")]
     pub full_policy: FullPolicy,
     /// Local queue capacity of each request handler.
     pub request_queue_size: usize,
-}
-
-fn policy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<FullPolicy, D::Error> {
-    match String::deserialize(d)?.as_str() {
-        "wait" => Ok(FullPolicy::Wait),
-        "drop-oldest" => Ok(FullPolicy::DropOldest),
-        other => Err(serde::de::Error::custom(format!(
-            "unknown full-policy `{other}` (expected \"wait\" or \"drop-oldest\")"
-        ))),
-    }
 }
 
 impl Default for RabbitMqConfig {

@@ -29,8 +29,10 @@ use crate::delivery::Delivery;
 use crate::drop_guard::DropGuard;
 use crate::pattern::Pattern;
 
-/// What a bus does when a subscriber's queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What a bus does when a subscriber's queue is full; in config `"wait"` or
+/// `"drop-oldest"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum FullPolicy {
     /// The publisher waits until there is room (lossless back-pressure).
     #[default]
