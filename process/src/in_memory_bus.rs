@@ -63,6 +63,9 @@ struct Entry<T> {
     target: T,
 }
 
+/// A subscription's registration.
+type SubEntry<M> = Entry<SubscriptionSender<M>>;
+
 /// A copy-on-write list of registrations: the publish path reads it without a
 /// lock; subscribe and unsubscribe replace it.
 struct Table<T>(ArcSwap<Vec<Arc<Entry<T>>>>);
@@ -179,20 +182,19 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
         let subs = self.shared.subs.0.load();
         let mut delivered = 0u64;
         let mut dropped = 0u64;
-        let mut waiting: Vec<(Arc<Entry<SubscriptionSender<M>>>, Delivery<M>)> = Vec::new();
-        let mut offer =
-            |s: &Arc<Entry<SubscriptionSender<M>>>, d: Delivery<M>| match s.target.try_deliver(d) {
-                TryDeliver::Delivered => delivered += 1,
-                TryDeliver::DeliveredDroppingOldest => {
-                    delivered += 1;
-                    dropped += 1;
-                }
-                TryDeliver::Full(d) => waiting.push((s.clone(), d)),
-                TryDeliver::Closed => {}
-            };
+        let mut waiting: Vec<(Arc<SubEntry<M>>, Delivery<M>)> = Vec::new();
+        let mut offer = |s: &Arc<SubEntry<M>>, d: Delivery<M>| match s.target.try_deliver(d) {
+            TryDeliver::Delivered => delivered += 1,
+            TryDeliver::DeliveredDroppingOldest => {
+                delivered += 1;
+                dropped += 1;
+            }
+            TryDeliver::Full(d) => waiting.push((s.clone(), d)),
+            TryDeliver::Closed => {}
+        };
         // Every match but the last gets clones; the last gets the originals, so
         // a single subscriber costs no reference-count traffic at all here.
-        let mut previous: Option<&Arc<Entry<SubscriptionSender<M>>>> = None;
+        let mut previous: Option<&Arc<SubEntry<M>>> = None;
         for s in subs.iter().filter(|s| s.pattern.matches(topic.as_str())) {
             if let Some(p) = previous.replace(s) {
                 offer(p, Delivery::new(topic.clone(), message.clone()));
