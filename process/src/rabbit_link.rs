@@ -70,7 +70,7 @@ pub(crate) struct Link {
     live: watch::Sender<Option<Arc<Live>>>,
     /// The generation publishes may use: set once this process's consumers
     /// have bound their queues on it (0: none).
-    publishable: std::sync::atomic::AtomicU64,
+    publishable: watch::Sender<u64>,
     /// Subscription and handler tasks alive.
     consumers: std::sync::atomic::AtomicUsize,
     /// (generation, how many consumers have bound their queue on it).
@@ -86,7 +86,7 @@ impl Link {
             bus: bus.to_owned(),
             config,
             live: watch::channel(None).0,
-            publishable: std::sync::atomic::AtomicU64::new(0),
+            publishable: watch::channel(0).0,
             consumers: std::sync::atomic::AtomicUsize::new(0),
             bound: watch::channel((0, 0)).0,
             broken: Notify::new(),
@@ -110,7 +110,16 @@ impl Link {
     /// meanwhile routes to nowhere.
     pub(crate) fn for_publish(&self) -> Option<Arc<Live>> {
         let live = self.current()?;
-        (self.publishable.load(Ordering::Acquire) == live.generation).then_some(live)
+        (*self.publishable.borrow() == live.generation).then_some(live)
+    }
+
+    /// Waits until publishing is open on some connection; `false` once the bus stops.
+    pub(crate) async fn publishing_open(&self) -> bool {
+        let mut rx = self.publishable.subscribe();
+        tokio::select! {
+            _ = self.stop.cancelled() => false,
+            open = rx.wait_for(|generation| *generation != 0) => open.is_ok(),
+        }
     }
 
     /// Waits for a connection newer than `after` (0: any); `None` once the bus stops.
@@ -190,9 +199,9 @@ impl Link {
                     // re-sent; then publishing opens.
                     self.live.send_replace(Some(live.clone()));
                     on_connect(live.clone()).await;
-                    self.publishable.store(generation, Ordering::Release);
+                    self.publishable.send_replace(generation);
                     self.watch(&live).await;
-                    self.publishable.store(0, Ordering::Release);
+                    self.publishable.send_replace(0);
                     self.live.send_replace(None);
                     self.health.connected.store(false, Ordering::Relaxed);
                     // Close it even if only a channel failed, so nothing keeps using it.

@@ -123,16 +123,9 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> RabbitMqBus<M> {
     /// Waits until the bus is connected and open for publishing (its
     /// subscriptions bound), up to `timeout`; `true` if it is.
     pub async fn wait_connected(&self, timeout: Duration) -> bool {
-        let open = async {
-            while self.link.for_publish().is_none() {
-                if self.link.next_live(0).await.is_none() {
-                    return false;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            true
-        };
-        tokio::time::timeout(timeout, open).await.unwrap_or(false)
+        tokio::time::timeout(timeout, self.link.publishing_open())
+            .await
+            .unwrap_or(false)
     }
 
     /// Published at-least-once messages whose confirm has not come yet.
@@ -343,12 +336,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             // Let unconfirmed messages settle briefly before closing.
-            let settle = async {
-                while self.publisher.outstanding() > 0 && self.link.current().is_some() {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(2), settle).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.publisher.settled()).await;
             self.publisher.close();
             let lost = self.publisher.outstanding();
             if lost > 0 {

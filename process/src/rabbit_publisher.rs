@@ -66,24 +66,36 @@ impl Publisher {
         (publisher, collector)
     }
 
-    fn options() -> BasicPublishOptions {
-        BasicPublishOptions::default()
+    /// One publish on the connection's publish channel.
+    async fn send(
+        &self,
+        live: &Live,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> lapin::Result<PublisherConfirm> {
+        live.publish
+            .basic_publish(
+                self.link.config.exchange.as_str().into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
     }
 
     /// Publishes; `Err` says why it was not handed to the broker.
     pub(crate) async fn publish(&self, message: OutMessage) -> Result<(), String> {
-        let exchange = self.link.config.exchange.as_str();
         match self.link.config.delivery {
             DeliveryMode::AtMostOnce => {
                 let live = self.link.for_publish().ok_or("not connected to RabbitMQ")?;
-                live.publish
-                    .basic_publish(
-                        exchange.into(),
-                        message.routing_key.as_str().into(),
-                        Self::options(),
-                        &message.body,
-                        message.properties,
-                    )
+                let OutMessage {
+                    routing_key,
+                    body,
+                    properties,
+                } = message;
+                self.send(&live, &routing_key, &body, properties)
                     .await
                     .map(|_| ())
                     .map_err(|e| {
@@ -110,17 +122,12 @@ impl Publisher {
                         _permit: permit,
                     },
                 );
-                match live
-                    .publish
-                    .basic_publish(
-                        exchange.into(),
-                        message.routing_key.as_str().into(),
-                        Self::options(),
-                        &message.body,
-                        message.properties,
-                    )
-                    .await
-                {
+                let OutMessage {
+                    routing_key,
+                    body,
+                    properties,
+                } = message;
+                match self.send(&live, &routing_key, &body, properties).await {
                     Ok(confirm) => {
                         let _ = self.confirms.send((seq, live.generation, confirm));
                         Ok(())
@@ -143,6 +150,16 @@ impl Publisher {
     /// Messages published but not yet confirmed.
     pub(crate) fn outstanding(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Resolves once every published message is confirmed, or the connection is gone.
+    pub(crate) async fn settled(&self) {
+        // All window permits free again means nothing is outstanding.
+        let window = u32::try_from(self.link.config.confirm_window).unwrap_or(u32::MAX);
+        tokio::select! {
+            _ = self.window.acquire_many(window) => {}
+            _ = self.link.disconnected() => {}
+        }
     }
 
     /// Refuses further publishes (waiting ones fail); for stop.
@@ -168,16 +185,7 @@ impl Publisher {
     }
 
     async fn resend(&self, live: &Arc<Live>, seq: u64, m: OutMessage) {
-        let result = live
-            .publish
-            .basic_publish(
-                self.link.config.exchange.as_str().into(),
-                m.routing_key.as_str().into(),
-                Self::options(),
-                &m.body,
-                m.properties,
-            )
-            .await;
+        let result = self.send(live, &m.routing_key, &m.body, m.properties).await;
         match result {
             Ok(confirm) => {
                 if let Some(u) = self.lock().get_mut(&seq) {
