@@ -4,28 +4,17 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::config;
-use common::rabbit::{rabbit_toml, require_broker, unique};
-use serde_json::{Value, json};
-use telamon_process::Process;
+use common::rabbit::{rabbit_toml, rabbitmqctl, require_broker, unique};
+use common::start;
+use serde_json::json;
 use telamon_sdk::PublishError;
 
 const COUNT: i64 = 50_000;
 
 fn close_all_connections() {
-    common::rabbit::require_local_broker();
-    let out = Command::new("rabbitmqctl")
-        .args(["close_all_connections", "telamon fault test"])
-        .output()
-        .expect("rabbitmqctl runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    rabbitmqctl(&["close_all_connections", "telamon fault test"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,10 +23,7 @@ async fn nothing_is_lost_when_connections_are_force_closed_mid_stream() {
     let exchange = unique("fault");
     let extra =
         "reconnect-min = \"50ms\"\nreconnect-max = \"500ms\"\nsubscriber-queue-size = 100000";
-    let p = Process::<Value>::new(config(&rabbit_toml(&exchange, "at-least-once", extra)))
-        .start()
-        .await
-        .unwrap();
+    let p = start(&rabbit_toml(&exchange, "at-least-once", extra)).await;
     let ctx = p.context("t");
     let mut sub = ctx.subscribe("flow.#").await.unwrap();
     let receiver = tokio::spawn(async move {
@@ -87,14 +73,12 @@ async fn nothing_is_lost_when_connections_are_force_closed_mid_stream() {
 
     // At-most-once: while disconnected, every publish reports an error; none is a silent Ok.
     let exchange = unique("fault-amo");
-    let p = Process::<Value>::new(config(&rabbit_toml(
+    let p = start(&rabbit_toml(
         &exchange,
         "at-most-once",
         "reconnect-min = \"2s\"\nreconnect-max = \"2s\"",
-    )))
-    .start()
-    .await
-    .unwrap();
+    ))
+    .await;
     let ctx = p.context("t");
     ctx.publish("x", json!(0)).await.unwrap();
     close_all_connections();

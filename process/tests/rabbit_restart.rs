@@ -6,27 +6,14 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::rabbit::{rabbit_toml, require_broker, require_local_broker, unique};
+use common::rabbit::{rabbit_toml, rabbitmqctl, require_broker, require_local_broker, unique};
 use common::start;
 use serde_json::json;
 use telamon_sdk::PublishError;
 
 const COUNT: i64 = 20_000;
-
-fn rabbitmqctl(args: &[&str]) {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("rabbitmqctl runs");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirmed_and_unconfirmed_messages_survive_a_broker_restart() {

@@ -63,26 +63,32 @@ pub fn require_local_broker() {
     );
 }
 
-/// `rabbitmqctl list_queues name messages_ready messages_unacknowledged`, for queues whose name starts with `prefix`.
-pub fn queues(prefix: &str) -> Vec<(String, u64, u64)> {
+/// Runs `rabbitmqctl` against the local node and returns its output.
+pub fn rabbitmqctl(args: &[&str]) -> String {
     require_local_broker();
     let out = Command::new("rabbitmqctl")
-        .args([
-            "list_queues",
-            "-q",
-            "--no-table-headers",
-            "name",
-            "messages_ready",
-            "messages_unacknowledged",
-        ])
+        .args(args)
         .output()
         .expect("rabbitmqctl runs (the broker tests need it on PATH)");
     assert!(
         out.status.success(),
-        "rabbitmqctl failed: {}",
+        "rabbitmqctl {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `rabbitmqctl list_queues name messages_ready messages_unacknowledged`, for queues whose name starts with `prefix`.
+pub fn queues(prefix: &str) -> Vec<(String, u64, u64)> {
+    let listing = [
+        "list_queues",
+        "-q",
+        "--no-table-headers",
+        "name",
+        "messages_ready",
+        "messages_unacknowledged",
+    ];
+    rabbitmqctl(&listing)
         .lines()
         .filter_map(|l| {
             let mut f = l.split_whitespace();
@@ -96,23 +102,14 @@ pub fn queues(prefix: &str) -> Vec<(String, u64, u64)> {
 
 /// Bindings whose source exchange starts with `prefix` (`rabbitmqctl list_bindings`).
 pub fn bindings(prefix: &str) -> usize {
-    require_local_broker();
-    let out = Command::new("rabbitmqctl")
-        .args([
-            "list_bindings",
-            "-q",
-            "--no-table-headers",
-            "source_name",
-            "destination_name",
-        ])
-        .output()
-        .expect("rabbitmqctl runs (the broker tests need it on PATH)");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    let listing = [
+        "list_bindings",
+        "-q",
+        "--no-table-headers",
+        "source_name",
+        "destination_name",
+    ];
+    rabbitmqctl(&listing)
         .lines()
         .filter(|l| l.starts_with(prefix))
         .count()
