@@ -4,11 +4,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::measurement::Measurement;
+use crate::measurement::{Measurement, gathered};
 use crate::message::{BenchMsg, now_ns};
 use crate::request_clock::RequestClock;
 
@@ -43,25 +41,7 @@ pub(crate) async fn fan_out(
             tx.send(msg.clone()).await?;
         }
     }
-    let mut all = Vec::new();
-    let mut end = started;
-    for r in receivers {
-        let (lat, at) = r.await?;
-        anyhow::ensure!(
-            lat.len() as u64 == n,
-            "a subscriber got {} of {n}",
-            lat.len()
-        );
-        all.extend(lat);
-        end = end.max(at);
-    }
-    Ok(Measurement::throughput(
-        scenario,
-        SYSTEM,
-        n * subscribers as u64,
-        end - started,
-        &mut all,
-    ))
+    gathered(scenario, SYSTEM, started, n, receivers).await
 }
 
 type Job = (Arc<BenchMsg>, oneshot::Sender<Arc<BenchMsg>>);
@@ -73,29 +53,21 @@ pub(crate) async fn request(n: u64, in_flight: usize) -> anyhow::Result<Measurem
             let _ = reply.send(msg);
         }
     });
-    let mut clock = RequestClock::new(n);
-    let mut pending = FuturesUnordered::new();
-    let mut sent = 0;
-    while clock.done() < n {
-        while sent < n && pending.len() < in_flight {
-            let tx = &tx;
-            let msg = Arc::new(BenchMsg::new(sent));
-            pending.push(async move {
-                let t = now_ns();
+    let sender = &tx;
+    let clock = RequestClock::new(n)
+        .drive(in_flight, |i| {
+            let msg = Arc::new(BenchMsg::new(i));
+            async move {
                 let (rtx, rrx) = oneshot::channel();
-                tx.send((msg, rtx))
+                sender
+                    .send((msg, rtx))
                     .await
                     .map_err(|_| anyhow::anyhow!("handler gone"))?;
                 rrx.await?;
-                anyhow::Ok(now_ns() - t)
-            });
-            sent += 1;
-        }
-        if let Some(rtt) = pending.next().await {
-            clock.record(rtt?);
-        }
-    }
-    drop(pending);
+                anyhow::Ok(())
+            }
+        })
+        .await?;
     drop(tx);
     handler.await?;
     Ok(clock.finish("inproc-request", SYSTEM))

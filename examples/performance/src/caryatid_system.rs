@@ -5,10 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use caryatid_sdk::{Context, Module, ModuleRegistry};
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 
-use crate::measurement::Measurement;
+use crate::measurement::{Measurement, gathered};
 use crate::message::{BenchMsg, now_ns};
 use crate::request_clock::RequestClock;
 
@@ -109,25 +107,7 @@ pub(crate) async fn fan_out(
     for i in 0..n {
         ctx.publish("perf.test", Arc::new(BenchMsg::new(i))).await?;
     }
-    let mut all = Vec::new();
-    let mut end = started;
-    for r in receivers {
-        let (lat, at) = r.await?;
-        anyhow::ensure!(
-            lat.len() as u64 == n,
-            "a subscriber got {} of {n}",
-            lat.len()
-        );
-        all.extend(lat);
-        end = end.max(at);
-    }
-    let m = Measurement::throughput(
-        scenario,
-        system,
-        n * patterns.len() as u64,
-        end - started,
-        &mut all,
-    );
+    let m = gathered(scenario, system, started, n, receivers).await?;
     running.stop().await?;
     Ok(m)
 }
@@ -149,24 +129,12 @@ pub(crate) async fn request(n: u64, in_flight: usize) -> anyhow::Result<Measurem
         }
     }
     anyhow::ensure!(answered, "caryatid handler never answered");
-    let mut clock = RequestClock::new(n);
-    let mut pending = FuturesUnordered::new();
-    let mut sent = 0;
-    while clock.done() < n {
-        while sent < n && pending.len() < in_flight {
-            let ctx = &ctx;
-            let msg = Arc::new(BenchMsg::new(sent));
-            pending.push(async move {
-                let t = now_ns();
-                ctx.request("perf.request", msg).await.map(|_| now_ns() - t)
-            });
-            sent += 1;
-        }
-        if let Some(rtt) = pending.next().await {
-            clock.record(rtt?);
-        }
-    }
-    drop(pending);
+    let ctx = &ctx;
+    let clock = RequestClock::new(n)
+        .drive(in_flight, |i| {
+            ctx.request("perf.request", Arc::new(BenchMsg::new(i)))
+        })
+        .await?;
     let m = clock.finish("inproc-request", SYSTEM);
     running.stop().await?;
     Ok(m)
@@ -217,13 +185,7 @@ pub(crate) async fn rabbit_one_to_one(n: u64) -> anyhow::Result<Measurement> {
     for i in 0..n {
         ctx.publish(&topic, Arc::new(BenchMsg::new(i))).await?;
     }
-    let (mut latencies, end) = receiver.await?;
-    anyhow::ensure!(
-        latencies.len() as u64 == n,
-        "caryatid got {} of {n}",
-        latencies.len()
-    );
-    let m = Measurement::throughput("rabbit-1to1", SYSTEM, n, end - started, &mut latencies);
+    let m = gathered("rabbit-1to1", SYSTEM, started, n, vec![receiver]).await?;
     running.stop().await?;
     crate::broker::delete_queues(&topic_prefix()).await?;
     Ok(m)
@@ -245,12 +207,10 @@ pub(crate) async fn rabbit_request(n: u64) -> anyhow::Result<Measurement> {
         }
     }
     anyhow::ensure!(answered, "caryatid handler never answered");
-    let mut clock = RequestClock::new(n);
-    for i in 0..n {
-        let t = now_ns();
-        ctx.request(&topic, Arc::new(BenchMsg::new(i))).await?;
-        clock.record(now_ns() - t);
-    }
+    let (ctx, topic) = (&ctx, &topic);
+    let clock = RequestClock::new(n)
+        .drive(1, |i| ctx.request(topic, Arc::new(BenchMsg::new(i))))
+        .await?;
     let m = clock.finish("rabbit-request", SYSTEM);
     running.stop().await?;
     let deleted = crate::broker::delete_queues(&topic_prefix()).await?;

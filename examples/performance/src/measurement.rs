@@ -1,6 +1,8 @@
 //! One result line, latency percentiles and the process's memory.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
 
 use serde::Serialize;
 
@@ -68,4 +70,38 @@ pub(crate) fn rss_mb() -> f64 {
                 .and_then(|p| p.parse::<f64>().ok())
         })
         .map_or(0.0, |pages| pages * 4096.0 / 1_000_000.0)
+}
+
+/// What one subscriber task saw: publish→receive latencies, and when the last arrived.
+pub(crate) type Received = (Vec<u64>, Instant);
+
+/// Waits for every subscriber task, checks that each got all `n` messages, and
+/// measures the deliveries from `started` to the last receipt.
+pub(crate) async fn gathered(
+    scenario: &'static str,
+    system: &'static str,
+    started: Instant,
+    n: u64,
+    receivers: Vec<JoinHandle<Received>>,
+) -> anyhow::Result<Measurement> {
+    let subscribers = receivers.len() as u64;
+    let mut all = Vec::new();
+    let mut end = started;
+    for r in receivers {
+        let (latencies, at) = r.await?;
+        anyhow::ensure!(
+            latencies.len() as u64 == n,
+            "{system}: a subscriber got {} of {n}",
+            latencies.len()
+        );
+        all.extend(latencies);
+        end = end.max(at);
+    }
+    Ok(Measurement::throughput(
+        scenario,
+        system,
+        n * subscribers,
+        end - started,
+        &mut all,
+    ))
 }

@@ -1,8 +1,13 @@
 //! Times a run of requests: overall rate, RTT percentiles, first and last tenth.
 
+use std::future::Future;
 use std::time::Instant;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+
 use crate::measurement::{Measurement, percentiles, rss_mb};
+use crate::message::now_ns;
 
 pub(crate) struct RequestClock {
     n: u64,
@@ -21,6 +26,36 @@ impl RequestClock {
             tenth: None,
             ninth: None,
         }
+    }
+
+    /// Makes `n` requests, `in_flight` at a time (`request(i)` makes number
+    /// `i`), timing each round trip.
+    pub(crate) async fn drive<F, Fut, T, E>(
+        mut self,
+        in_flight: usize,
+        mut request: F,
+    ) -> anyhow::Result<Self>
+    where
+        F: FnMut(u64) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Into<anyhow::Error>,
+    {
+        let mut pending = FuturesUnordered::new();
+        let mut sent = 0;
+        while self.done() < self.n {
+            while sent < self.n && pending.len() < in_flight {
+                let call = request(sent);
+                pending.push(async move {
+                    let t = now_ns();
+                    call.await.map(|_| now_ns() - t)
+                });
+                sent += 1;
+            }
+            if let Some(rtt) = pending.next().await {
+                self.record(rtt.map_err(Into::into)?);
+            }
+        }
+        Ok(self)
     }
 
     pub(crate) fn done(&self) -> u64 {

@@ -2,12 +2,10 @@
 
 use std::time::Instant;
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use telamon_process::{ConfigLoader, Process, RunningProcess};
 use telamon_sdk::{HandlerError, Topic};
 
-use crate::measurement::Measurement;
+use crate::measurement::{Measurement, gathered};
 use crate::message::{BenchMsg, now_ns};
 use crate::request_clock::RequestClock;
 
@@ -51,20 +49,7 @@ pub(crate) async fn fan_out(
     for i in 0..n {
         ctx.publish(&topic, BenchMsg::new(i)).await?;
     }
-    let mut all = Vec::new();
-    let mut end = started;
-    for r in receivers {
-        let (lat, at) = r.await?;
-        anyhow::ensure!(
-            lat.len() as u64 == n,
-            "a subscriber got {} of {n}",
-            lat.len()
-        );
-        all.extend(lat);
-        end = end.max(at);
-    }
-    let total = n * patterns.len() as u64;
-    let m = Measurement::throughput(scenario, SYSTEM, total, end - started, &mut all);
+    let m = gathered(scenario, SYSTEM, started, n, receivers).await?;
     process.stop().await;
     Ok(m)
 }
@@ -76,25 +61,10 @@ pub(crate) async fn request(n: u64, in_flight: usize) -> anyhow::Result<Measurem
     ctx.handle("perf.request", |m| async move { Ok::<_, HandlerError>(m) })
         .await?;
     let topic = Topic::new("perf.request")?;
-    let mut clock = RequestClock::new(n);
-    let mut pending = FuturesUnordered::new();
-    let mut sent = 0;
-    while clock.done() < n {
-        while sent < n && pending.len() < in_flight {
-            let ctx = &ctx;
-            let topic = &topic;
-            let msg = BenchMsg::new(sent);
-            pending.push(async move {
-                let t = now_ns();
-                ctx.request(topic, msg).await.map(|_| now_ns() - t)
-            });
-            sent += 1;
-        }
-        if let Some(rtt) = pending.next().await {
-            clock.record(rtt?);
-        }
-    }
-    drop(pending);
+    let (ctx, topic) = (&ctx, &topic);
+    let clock = RequestClock::new(n)
+        .drive(in_flight, |i| ctx.request(topic, BenchMsg::new(i)))
+        .await?;
     let m = clock.finish("inproc-request", SYSTEM);
     process.stop().await;
     Ok(m)
@@ -154,13 +124,7 @@ pub(crate) async fn rabbit_one_to_one(n: u64, at_least_once: bool) -> anyhow::Re
     for i in 0..n {
         ctx.publish(&topic, BenchMsg::new(i)).await?;
     }
-    let (mut latencies, end) = receiver.await?;
-    anyhow::ensure!(
-        latencies.len() as u64 == n,
-        "subscriber got {} of {n}",
-        latencies.len()
-    );
-    let m = Measurement::throughput("rabbit-1to1", system, n, end - started, &mut latencies);
+    let m = gathered("rabbit-1to1", system, started, n, vec![receiver]).await?;
     process.stop().await;
     Ok(m)
 }
@@ -172,12 +136,10 @@ pub(crate) async fn rabbit_request(n: u64) -> anyhow::Result<Measurement> {
     ctx.handle("perf.request", |m| async move { Ok::<_, HandlerError>(m) })
         .await?;
     let topic = Topic::new("perf.request")?;
-    let mut clock = RequestClock::new(n);
-    for i in 0..n {
-        let t = now_ns();
-        ctx.request(&topic, BenchMsg::new(i)).await?;
-        clock.record(now_ns() - t);
-    }
+    let (ctx, topic) = (&ctx, &topic);
+    let clock = RequestClock::new(n)
+        .drive(1, |i| ctx.request(topic, BenchMsg::new(i)))
+        .await?;
     let m = clock.finish("rabbit-request", SYSTEM);
     process.stop().await;
     Ok(m)
