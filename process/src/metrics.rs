@@ -79,20 +79,7 @@ impl Metrics {
 
     /// The counters of `topic` (recorded or not).
     pub fn topic(&self, topic: &Topic) -> Arc<TopicCounters> {
-        if let Some(c) = self
-            .topics
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(topic)
-        {
-            return c.clone();
-        }
-        self.topics
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(topic.clone())
-            .or_default()
-            .clone()
+        entry(&self.topics, topic)
     }
 
     /// Counts a publish accepted by the router.
@@ -148,24 +135,7 @@ impl Metrics {
         if !self.enabled {
             return;
         }
-        let stats = {
-            let found = self
-                .requests
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(topic)
-                .cloned();
-            match found {
-                Some(s) => s,
-                None => self
-                    .requests
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry(topic.clone())
-                    .or_default()
-                    .clone(),
-            }
-        };
+        let stats = entry(&self.requests, topic);
         let counter = match outcome {
             Ok(_) => &stats.ok,
             Err(RequestError::Handler { .. }) => &stats.handler_error,
@@ -318,6 +288,18 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The value for `topic`, made on first use: a read lock normally, a write lock once.
+fn entry<T: Default>(map: &RwLock<HashMap<Topic, Arc<T>>>, topic: &Topic) -> Arc<T> {
+    if let Some(v) = map.read().unwrap_or_else(|e| e.into_inner()).get(topic) {
+        return v.clone();
+    }
+    map.write()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(topic.clone())
+        .or_default()
+        .clone()
 }
 
 fn escape(s: &str) -> String {

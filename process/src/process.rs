@@ -208,7 +208,7 @@ impl<M: Message> Process<M> {
             }
         }
 
-        let running = RunningProcess {
+        let mut running = RunningProcess {
             lifecycle: lifecycle.clone(),
             router: router.clone(),
             buses,
@@ -230,7 +230,6 @@ impl<M: Message> Process<M> {
                 });
             }
         }
-        let mut running = running;
         if let Some(m) = &spec.metrics {
             match metrics_endpoint::serve(&m.address, metrics, running.endpoint_stop.clone()).await
             {

@@ -26,12 +26,8 @@ fn journal(name: &str) -> Journal {
     j
 }
 
-fn note(journal: &str, what: String) {
-    journal_of(journal).lock().unwrap().push(what);
-}
-
-fn journal_of(name: &str) -> Journal {
-    journal(name)
+fn note(name: &str, what: String) {
+    journal(name).lock().unwrap().push(what);
 }
 
 /// Writes "init <id>" at init and "task <id>" when its task starts.
