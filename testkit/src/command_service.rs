@@ -14,8 +14,6 @@ use telamon_axon_proto::pb::command::command_service_server::CommandService;
 use telamon_axon_proto::pb::command::{
     Command, CommandProviderInbound, CommandProviderOutbound, CommandResponse,
 };
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::axon_status::{ack_ok, ack_unsupported};
@@ -44,19 +42,12 @@ impl CommandService for CommandServiceImpl {
         &self,
         request: Request<Streaming<CommandProviderOutbound>>,
     ) -> Result<Response<Self::OpenStreamStream>, Status> {
-        let client_id = crate::auth::client_id_header(&request);
-        let inbound = request.into_inner();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let guard = self
-            .shared
-            .streams
-            .open(StreamKind::CommandHandler, &client_id);
-        lock(&self.shared.commands).open(guard.id, tx.clone());
-        let shared = Arc::clone(&self.shared);
-        self.shared
-            .tasks
-            .spawn(run_handler_stream(shared, guard, inbound, tx));
-        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+        Ok(self.shared.open_bidi(
+            request,
+            StreamKind::CommandHandler,
+            |shared, id, tx| lock(&shared.commands).open(id, tx),
+            run_handler_stream,
+        ))
     }
 
     async fn dispatch(

@@ -23,8 +23,7 @@ use telamon_axon_proto::pb::control::{
     ClientIdentification, Heartbeat, NodeInfo, PlatformInboundInstruction, PlatformInfo,
     PlatformOutboundInstruction,
 };
-use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::axon_status::{ack_ok, ack_unsupported};
@@ -153,15 +152,12 @@ impl PlatformService for PlatformServiceImpl {
         &self,
         request: Request<Streaming<PlatformInboundInstruction>>,
     ) -> Result<Response<Self::OpenStreamStream>, Status> {
-        let client_id = crate::auth::client_id_header(&request);
-        let inbound = request.into_inner();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let guard = self.shared.streams.open(StreamKind::Platform, &client_id);
-        let shared = Arc::clone(&self.shared);
-        self.shared
-            .tasks
-            .spawn(run_control_stream(shared, guard, inbound, tx));
-        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+        Ok(self.shared.open_bidi(
+            request,
+            StreamKind::Platform,
+            |_, _, _| {},
+            run_control_stream,
+        ))
     }
 }
 

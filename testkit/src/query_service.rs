@@ -22,7 +22,6 @@ use telamon_axon_proto::pb::query::{
     SubscriptionQueryRequest, SubscriptionQueryResponse,
 };
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -96,19 +95,12 @@ impl QueryService for QueryServiceImpl {
         &self,
         request: Request<Streaming<QueryProviderOutbound>>,
     ) -> Result<Response<Self::OpenStreamStream>, Status> {
-        let client_id = crate::auth::client_id_header(&request);
-        let inbound = request.into_inner();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let guard = self
-            .shared
-            .streams
-            .open(StreamKind::QueryHandler, &client_id);
-        lock(&self.shared.queries).open(guard.id, tx.clone());
-        let shared = Arc::clone(&self.shared);
-        self.shared
-            .tasks
-            .spawn(run_handler_stream(shared, guard, inbound, tx));
-        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+        Ok(self.shared.open_bidi(
+            request,
+            StreamKind::QueryHandler,
+            |shared, id, tx| lock(&shared.queries).open(id, tx),
+            run_handler_stream,
+        ))
     }
 
     type QueryStream = ResponseStream<QueryResponse>;
@@ -151,19 +143,12 @@ impl QueryService for QueryServiceImpl {
         &self,
         request: Request<Streaming<SubscriptionQueryRequest>>,
     ) -> Result<Response<Self::SubscriptionStream>, Status> {
-        let client_id = crate::auth::client_id_header(&request);
-        let inbound = request.into_inner();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let guard = self
-            .shared
-            .streams
-            .open(StreamKind::Subscription, &client_id);
-        lock(&self.shared.queries).open_subscriber(guard.id, tx.clone());
-        let shared = Arc::clone(&self.shared);
-        self.shared
-            .tasks
-            .spawn(run_subscription_call(shared, guard, inbound, tx));
-        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+        Ok(self.shared.open_bidi(
+            request,
+            StreamKind::Subscription,
+            |shared, id, tx| lock(&shared.queries).open_subscriber(id, tx),
+            run_subscription_call,
+        ))
     }
 }
 

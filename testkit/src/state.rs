@@ -13,9 +13,10 @@ use std::time::Duration;
 use futures_util::Stream;
 use telamon_axon_proto::pb;
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::Status;
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::builder::ServerConfig;
 use crate::command_router::CommandRouter;
@@ -23,7 +24,7 @@ use crate::event_store::EventStore;
 use crate::faults::FaultState;
 use crate::platform_service::PlatformState;
 use crate::query_router::QueryRouter;
-use crate::stream_registry::StreamRegistry;
+use crate::stream_registry::{StreamGuard, StreamKind, StreamRegistry};
 
 /// Boxed response stream of a streaming rpc.
 pub(crate) type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -55,6 +56,30 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Serves one bidirectional stream: registers it under `kind` for the
+    /// client named in its headers, lets `register` keep its sending half, and
+    /// runs `serve` as a tracked task until the stream ends.
+    pub(crate) fn open_bidi<In, Out, Fut>(
+        self: &Arc<Self>,
+        request: Request<Streaming<In>>,
+        kind: StreamKind,
+        register: impl FnOnce(&Shared, u64, Outbound<Out>),
+        serve: impl FnOnce(Arc<Shared>, StreamGuard, Streaming<In>, Outbound<Out>) -> Fut,
+    ) -> Response<ResponseStream<Out>>
+    where
+        Out: Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let client_id = crate::auth::client_id_header(&request);
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let guard = self.streams.open(kind, &client_id);
+        register(self, guard.id, tx.clone());
+        self.tasks
+            .spawn(serve(Arc::clone(self), guard, inbound, tx));
+        Response::new(Box::pin(UnboundedReceiverStream::new(rx)))
+    }
+
     pub(crate) fn new(config: ServerConfig, host: String, port: u16) -> Arc<Self> {
         let shutdown = CancellationToken::new();
         let faults = FaultState::new(&config);
