@@ -10,7 +10,8 @@ use telamon_axon_proto::pb::control::platform_inbound_instruction::Request as In
 use telamon_axon_proto::pb::control::platform_outbound_instruction::Request as Outgoing;
 use telamon_axon_proto::pb::control::platform_service_client::PlatformServiceClient;
 use telamon_axon_proto::pb::control::{
-    ClientIdentification, Heartbeat, PlatformInboundInstruction, SubscribeTopologyChanges,
+    ClientIdentification, Heartbeat, PlatformInboundInstruction, PlatformOutboundInstruction,
+    SubscribeTopologyChanges,
 };
 use telamon_testkit::{AxonTestServer, StreamKind};
 
@@ -28,6 +29,23 @@ fn instruction(id: &str, request: Inbound) -> PlatformInboundInstruction {
         request: Some(request),
         instruction_id: id.to_owned(),
     }
+}
+
+/// Opens a control stream: the sender of instructions and the stream of the server's.
+async fn control_stream(
+    server: &telamon_testkit::RunningAxonServer,
+) -> (
+    common::Sender<PlatformInboundInstruction>,
+    tonic::Streaming<PlatformOutboundInstruction>,
+) {
+    let mut client = PlatformServiceClient::new(channel(server).await);
+    let (tx, request) = outbound();
+    let inbound = client
+        .open_stream(request)
+        .await
+        .expect("stream")
+        .into_inner();
+    (tx, inbound)
 }
 
 #[tokio::test]
@@ -49,13 +67,7 @@ async fn get_platform_server_returns_own_node_and_same_connection() {
 #[tokio::test]
 async fn register_is_recorded_and_acked_when_it_has_an_id() {
     let server = start().await;
-    let mut client = PlatformServiceClient::new(channel(&server).await);
-    let (tx, request) = outbound();
-    let mut inbound = client
-        .open_stream(request)
-        .await
-        .expect("stream")
-        .into_inner();
+    let (tx, mut inbound) = control_stream(&server).await;
     tx.send(instruction(
         "reg-1",
         Inbound::Register(identification("c1")),
@@ -78,13 +90,7 @@ async fn register_is_recorded_and_acked_when_it_has_an_id() {
 #[tokio::test]
 async fn heartbeat_with_id_is_acked() {
     let server = start().await;
-    let mut client = PlatformServiceClient::new(channel(&server).await);
-    let (tx, request) = outbound();
-    let mut inbound = client
-        .open_stream(request)
-        .await
-        .expect("stream")
-        .into_inner();
+    let (tx, mut inbound) = control_stream(&server).await;
     tx.send(instruction("", Inbound::Register(identification("c1"))))
         .expect("send");
     tx.send(instruction("hb-1", Inbound::Heartbeat(Heartbeat {})))
@@ -103,13 +109,7 @@ async fn heartbeat_with_id_is_acked() {
 #[tokio::test]
 async fn unsupported_instruction_is_nacked_with_axoniq_1002() {
     let server = start().await;
-    let mut client = PlatformServiceClient::new(channel(&server).await);
-    let (tx, request) = outbound();
-    let mut inbound = client
-        .open_stream(request)
-        .await
-        .expect("stream")
-        .into_inner();
+    let (tx, mut inbound) = control_stream(&server).await;
     tx.send(instruction("", Inbound::Register(identification("c1"))))
         .expect("send");
     tx.send(instruction(
@@ -138,13 +138,7 @@ async fn server_heartbeats_are_sent_when_enabled() {
         .start()
         .await
         .expect("starts");
-    let mut client = PlatformServiceClient::new(channel(&server).await);
-    let (tx, request) = outbound();
-    let mut inbound = client
-        .open_stream(request)
-        .await
-        .expect("stream")
-        .into_inner();
+    let (tx, mut inbound) = control_stream(&server).await;
     tx.send(instruction("", Inbound::Register(identification("c1"))))
         .expect("send");
     match next(&mut inbound).await.request {
@@ -162,13 +156,7 @@ async fn silent_heartbeating_client_loses_its_streams() {
         .start()
         .await
         .expect("starts");
-    let mut client = PlatformServiceClient::new(channel(&server).await);
-    let (tx, request) = outbound();
-    let mut inbound = client
-        .open_stream(request)
-        .await
-        .expect("stream")
-        .into_inner();
+    let (tx, mut inbound) = control_stream(&server).await;
     tx.send(instruction("", Inbound::Register(identification("c1"))))
         .expect("send");
     tx.send(instruction("", Inbound::Heartbeat(Heartbeat {})))
@@ -193,13 +181,7 @@ async fn silent_heartbeating_client_loses_its_streams() {
 #[tokio::test]
 async fn stop_ends_open_streams() {
     let server = start().await;
-    let mut client = PlatformServiceClient::new(channel(&server).await);
-    let (tx, request) = outbound();
-    let mut inbound = client
-        .open_stream(request)
-        .await
-        .expect("stream")
-        .into_inner();
+    let (tx, mut inbound) = control_stream(&server).await;
     tx.send(instruction("reg", Inbound::Register(identification("c1"))))
         .expect("send");
     next(&mut inbound).await;
@@ -219,13 +201,7 @@ async fn processor_instruction_waits_for_the_instruction_result() {
     use telamon_axon_proto::pb::control::EventProcessorReference;
 
     let server = start().await;
-    let mut client = PlatformServiceClient::new(channel(&server).await);
-    let (tx, request) = outbound();
-    let mut inbound = client
-        .open_stream(request)
-        .await
-        .expect("stream")
-        .into_inner();
+    let (tx, mut inbound) = control_stream(&server).await;
     tx.send(instruction("reg", Inbound::Register(identification("c1"))))
         .expect("send");
     next(&mut inbound).await; // register ack
