@@ -96,6 +96,13 @@ pub trait BusClass<M>: Send + Sync + 'static {
     /// The `class = "…"` value this builds.
     fn name(&self) -> &'static str;
 
+    /// Checks bus `id`'s table (without `class`) without building anything.
+    /// The default accepts every table; `build` still checks it.
+    fn check(&self, id: &str, config: Value) -> Result<(), ConfigError> {
+        let _ = (id, config);
+        Ok(())
+    }
+
     /// Builds bus `id` from its table (without `class`). Must not block on a
     /// broker: a bus whose broker is away starts, reports, and connects later.
     fn build(

@@ -335,9 +335,25 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct InMemoryClass;
 
+/// `[message-bus.<id>]` of class `in-memory`, checked.
+fn in_memory_config(id: &str, config: Value) -> Result<InMemoryConfig, ConfigError> {
+    let config: InMemoryConfig = typed(&format!("message-bus.{id}"), config)?;
+    if config.subscriber_queue_size == 0 || config.request_queue_size == 0 {
+        return Err(ConfigError::invalid(
+            format!("message-bus.{id}"),
+            "queue sizes must be at least 1",
+        ));
+    }
+    Ok(config)
+}
+
 impl<M: Send + Sync + 'static> BusClass<M> for InMemoryClass {
     fn name(&self) -> &'static str {
         "in-memory"
+    }
+
+    fn check(&self, id: &str, config: Value) -> Result<(), ConfigError> {
+        in_memory_config(id, config).map(|_| ())
     }
 
     fn build(
@@ -346,13 +362,7 @@ impl<M: Send + Sync + 'static> BusClass<M> for InMemoryClass {
         config: Value,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<dyn Bus<M>>, ConfigError> {
-        let config: InMemoryConfig = typed(&format!("message-bus.{id}"), config)?;
-        if config.subscriber_queue_size == 0 || config.request_queue_size == 0 {
-            return Err(ConfigError::invalid(
-                format!("message-bus.{id}"),
-                "queue sizes must be at least 1",
-            ));
-        }
+        let config = in_memory_config(id, config)?;
         Ok(Arc::new(InMemoryBus::new(id, config, metrics)))
     }
 }

@@ -51,9 +51,9 @@
 //! | [`Bus`], [`BusClass`] | what another bus (RabbitMQ …) implements to plug in |
 //! | [`Metrics`] | per-topic counters, request latency, Prometheus text |
 
+mod burst_log;
 mod bus;
-#[cfg(feature = "rabbit-mq")]
-mod cbor_codec;
+pub mod codec;
 mod config_loader;
 mod duration;
 mod error;
@@ -95,8 +95,7 @@ pub use process_config::{
 pub use router::{RouteBuses, Router};
 pub use signal::{init_tracing, shutdown_signal};
 
-#[cfg(feature = "rabbit-mq")]
-pub use cbor_codec::{CodecError, decode as decode_cbor, encode as encode_cbor};
+pub use codec::{CodecError, DecodeLimits};
 #[cfg(feature = "rabbit-mq")]
 pub use rabbit_config::{
     DEFAULT_EXCHANGE, DEFAULT_URL, DeliveryMode, RabbitMqConfig, Secret, redact,

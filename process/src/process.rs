@@ -87,9 +87,17 @@ impl<M: Message> Process<M> {
         self
     }
 
-    /// Checks the config, builds buses and modules, initialises the modules in
-    /// order and starts their tasks.
-    pub async fn start(self) -> Result<RunningProcess<M>, ProcessError> {
+    /// Checks the whole config without starting anything: sections, keys and
+    /// values, that every module and bus class is registered, and every
+    /// module's and bus's own table. [`start`](Self::start) does the same first.
+    pub fn check(&self) -> Result<(), ProcessError> {
+        self.plan().map(|_| ())
+    }
+
+    /// The parsed config and a built (not yet initialised) instance of every
+    /// configured module, so a config error anywhere stops startup before
+    /// anything connects or runs.
+    fn plan(&self) -> Result<(ProcessConfig, Vec<(String, Box<dyn Instance<M>>)>), ProcessError> {
         for (i, r) in self.registrations.iter().enumerate() {
             if self.registrations[..i].iter().any(|o| o.name == r.name) {
                 return Err(ProcessError::DuplicateClass(r.name.to_owned()));
@@ -119,22 +127,60 @@ impl<M: Message> Process<M> {
                 .into());
             }
         }
-        let metrics = Arc::new(Metrics::new(spec.metrics.is_some()));
-        let mut buses: Vec<Arc<dyn Bus<M>>> = Vec::new();
         for b in &spec.buses {
-            let Some(class) = self.bus_classes.iter().find(|c| c.name() == b.class) else {
+            self.class_of(&b.id, &b.class)?
+                .check(&b.id, b.config.clone())?;
+        }
+        let mut instances: Vec<(String, Box<dyn Instance<M>>)> = Vec::new();
+        for r in &self.registrations {
+            for m in spec.modules.iter().filter(|m| m.class == r.name) {
+                match (r.build)(&m.id, m.config.clone()) {
+                    Ok(instance) => {
+                        tracing::debug!(module = %m.id, class = r.name, description = r.description, "built");
+                        instances.push((m.id.clone(), instance));
+                    }
+                    Err(BuildError::Config(e)) => return Err(e.into()),
+                    Err(BuildError::Module(e)) => {
+                        return Err(ProcessError::Module {
+                            module: m.id.clone(),
+                            message: e.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok((spec, instances))
+    }
+
+    /// The registered class for `[message-bus.<id>] class`.
+    fn class_of(&self, id: &str, class: &str) -> Result<&Arc<dyn BusClass<M>>, ConfigError> {
+        self.bus_classes
+            .iter()
+            .find(|c| c.name() == class)
+            .ok_or_else(|| {
                 let known: Vec<&str> = self.bus_classes.iter().map(|c| c.name()).collect();
-                return Err(ConfigError::invalid(
-                    format!("message-bus.{}.class", b.id),
+                ConfigError::invalid(
+                    format!("message-bus.{id}.class"),
                     format!(
-                        "unknown bus class `{}` (available: {})",
-                        b.class,
+                        "unknown bus class `{class}` (available: {})",
                         known.join(", ")
                     ),
                 )
-                .into());
-            };
-            match class.build(&b.id, b.config.clone(), metrics.clone()) {
+            })
+    }
+
+    /// Builds every bus; on a failure closes the ones already built.
+    async fn build_buses(
+        &self,
+        spec: &ProcessConfig,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Vec<Arc<dyn Bus<M>>>, ProcessError> {
+        let mut buses: Vec<Arc<dyn Bus<M>>> = Vec::new();
+        for b in &spec.buses {
+            let built = self
+                .class_of(&b.id, &b.class)
+                .and_then(|class| class.build(&b.id, b.config.clone(), metrics.clone()));
+            match built {
                 Ok(bus) => buses.push(bus),
                 Err(e) => {
                     shutdown_all(&buses).await;
@@ -151,66 +197,20 @@ impl<M: Message> Process<M> {
                 );
             }
         }
-        let routes = spec
-            .router
-            .routes
-            .iter()
-            .map(|r| {
-                let rb = r
-                    .buses
-                    .iter()
-                    .map(|id| {
-                        buses
-                            .iter()
-                            .find(|b| b.id() == id)
-                            .cloned()
-                            .expect("routes were checked against declared buses")
-                    })
-                    .collect();
-                (r.pattern.clone(), rb)
-            })
-            .collect();
-        let router = Arc::new(Router::new(
-            routes,
-            spec.router.request_timeout,
-            spec.router.unrouted,
-            metrics.clone(),
-        ));
+        Ok(buses)
+    }
+
+    /// Checks the config, builds modules and buses, initialises the modules in
+    /// order and starts their tasks.
+    pub async fn start(self) -> Result<RunningProcess<M>, ProcessError> {
+        let (spec, instances) = self.plan()?;
+        let metrics = Arc::new(Metrics::new(spec.metrics.is_some()));
+        let buses = self.build_buses(&spec, &metrics).await?;
+        let router = Arc::new(router(&spec, &buses, &metrics));
         let lifecycle = Arc::new(Lifecycle::new());
-
-        // Build every instance first, so a config error anywhere stops startup
-        // before any module has run.
-        let mut instances: Vec<(String, Box<dyn Instance<M>>)> = Vec::new();
-        for r in &self.registrations {
-            let mut any = false;
-            for m in spec.modules.iter().filter(|m| m.class == r.name) {
-                any = true;
-                match (r.build)(&m.id, m.config.clone()) {
-                    Ok(instance) => {
-                        tracing::debug!(module = %m.id, class = r.name, description = r.description, "built");
-                        instances.push((m.id.clone(), instance));
-                    }
-                    Err(BuildError::Config(e)) => {
-                        shutdown_all(&buses).await;
-                        return Err(e.into());
-                    }
-                    Err(BuildError::Module(e)) => {
-                        shutdown_all(&buses).await;
-                        return Err(ProcessError::Module {
-                            module: m.id.clone(),
-                            message: e.to_string(),
-                        });
-                    }
-                }
-            }
-            if !any {
-                tracing::debug!(class = r.name, "module class registered but not configured");
-            }
-        }
-
         let mut running = RunningProcess {
             lifecycle: lifecycle.clone(),
-            router: router.clone(),
+            router,
             buses,
             metrics: metrics.clone(),
             metrics_address: None,
@@ -257,6 +257,34 @@ impl<M: Message> Process<M> {
         running.wait_for_stop().await;
         Ok(running.stop().await)
     }
+}
+
+/// The router over the built buses, routes in config order.
+fn router<M: Message>(
+    spec: &ProcessConfig,
+    buses: &[Arc<dyn Bus<M>>],
+    metrics: &Arc<Metrics>,
+) -> Router<M> {
+    let routes = spec
+        .router
+        .routes
+        .iter()
+        .map(|r| {
+            // Routes name declared buses only (checked when parsed).
+            let on: Vec<Arc<dyn Bus<M>>> = r
+                .buses
+                .iter()
+                .filter_map(|id| buses.iter().find(|b| b.id() == id).cloned())
+                .collect();
+            (r.pattern.clone(), on)
+        })
+        .collect();
+    Router::new(
+        routes,
+        spec.router.request_timeout,
+        spec.router.unrouted,
+        metrics.clone(),
+    )
 }
 
 /// Closes buses built before a failed start.

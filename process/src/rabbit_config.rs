@@ -83,8 +83,12 @@ pub struct RabbitMqConfig {
     /// deletes them at once.
     #[serde(deserialize_with = "duration::deserialize")]
     pub queue_expiry: Duration,
-    /// Largest encoded message accepted, in bytes.
+    /// Largest encoded message accepted, in bytes: larger publishes and
+    /// requests are refused; larger deliveries are rejected as malformed.
     pub max_message_size: usize,
+    /// Deepest nesting (arrays, maps, tags) a received body may have;
+    /// deeper bodies are rejected as malformed before they are decoded.
+    pub max_nesting_depth: usize,
     /// Subscription pattern → consumer group: subscriptions with that pattern
     /// share one durable queue named `<exchange>.group.<group>`, so instances
     /// share the work instead of each getting every message.
@@ -112,7 +116,8 @@ impl Default for RabbitMqConfig {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             queue_expiry: Duration::from_secs(60),
-            max_message_size: 16 * 1024 * 1024,
+            max_message_size: crate::codec::DEFAULT_MAX_SIZE,
+            max_nesting_depth: crate::codec::DEFAULT_MAX_DEPTH,
             consumer_groups: HashMap::new(),
             dead_letter_exchange: None,
             subscriber_queue_size: 1024,
@@ -133,6 +138,11 @@ impl RabbitMqConfig {
             None => list,
             Some(p) => list.iter().map(|u| with_password(u, p.expose())).collect(),
         }
+    }
+
+    /// The limits every received body is checked against.
+    pub fn decode_limits(&self) -> crate::codec::DecodeLimits {
+        crate::codec::DecodeLimits::new(self.max_message_size, self.max_nesting_depth)
     }
 
     /// Checks values serde cannot.
@@ -158,6 +168,9 @@ impl RabbitMqConfig {
         }
         if self.prefetch == 0 || self.confirm_window == 0 {
             return Err("`prefetch` and `confirm-window` must be at least 1".into());
+        }
+        if self.max_nesting_depth == 0 || self.max_message_size == 0 {
+            return Err("`max-nesting-depth` and `max-message-size` must be at least 1".into());
         }
         if self.subscriber_queue_size == 0 || self.request_queue_size == 0 {
             return Err("queue sizes must be at least 1".into());

@@ -25,6 +25,8 @@ use telamon_sdk::BoxFuture;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::burst_log::BurstLog;
+use crate::codec::DecodeLimits;
 use crate::metrics::BusHealth;
 use crate::rabbit_config::{DeliveryMode, RabbitMqConfig, redact};
 
@@ -63,6 +65,9 @@ impl Drop for ConsumerGuard {
 /// use it (consumers re-bind, then the publisher re-sends unconfirmed messages).
 pub(crate) type OnConnect = Box<dyn Fn(Arc<Live>) -> BoxFuture<'static, ()> + Send + Sync>;
 
+/// The content type of every body this bus sends.
+pub(crate) const CBOR_CONTENT_TYPE: &str = "application/cbor";
+
 /// The connection supervisor's shared state.
 pub(crate) struct Link {
     pub(crate) bus: String,
@@ -78,12 +83,16 @@ pub(crate) struct Link {
     broken: Notify,
     pub(crate) stop: CancellationToken,
     pub(crate) health: Arc<BusHealth>,
+    /// Size and nesting limits for every body this bus decodes.
+    pub(crate) limits: DecodeLimits,
+    rejections: BurstLog,
 }
 
 impl Link {
     pub(crate) fn new(bus: &str, config: Arc<RabbitMqConfig>, health: Arc<BusHealth>) -> Arc<Self> {
         Arc::new(Link {
             bus: bus.to_owned(),
+            limits: config.decode_limits(),
             config,
             live: watch::channel(None).0,
             publishable: watch::channel(0).0,
@@ -92,7 +101,44 @@ impl Link {
             broken: Notify::new(),
             stop: CancellationToken::new(),
             health,
+            rejections: BurstLog::default(),
         })
+    }
+
+    /// The topic and message of a delivery, or why it cannot be taken: a
+    /// routing key that is no topic, a content type other than CBOR (none is
+    /// accepted: Caryatid sets none), or a body the codec refuses.
+    pub(crate) fn decode<M: serde::de::DeserializeOwned>(
+        &self,
+        delivery: &lapin::message::Delivery,
+    ) -> Result<(telamon_sdk::Topic, M), String> {
+        let topic =
+            telamon_sdk::Topic::new(delivery.routing_key.as_str()).map_err(|e| e.to_string())?;
+        if let Some(kind) = delivery.properties.content_type() {
+            if kind.as_str() != CBOR_CONTENT_TYPE {
+                return Err(format!(
+                    "content type `{}` is not `{CBOR_CONTENT_TYPE}`",
+                    kind.as_str()
+                ));
+            }
+        }
+        let message =
+            crate::codec::decode_cbor(&delivery.data, &self.limits).map_err(|e| e.to_string())?;
+        Ok((topic, message))
+    }
+
+    /// Counts a body that could not be taken and logs it, once per burst.
+    pub(crate) fn rejected(&self, routing_key: &str, what: &str, why: &dyn std::fmt::Display) {
+        self.health.malformed.fetch_add(1, Ordering::Relaxed);
+        if let Some(held_back) = self.rejections.admit() {
+            tracing::warn!(
+                bus = %self.bus,
+                routing_key,
+                error = %why,
+                rejected_since_last_report = held_back,
+                "{what}"
+            );
+        }
     }
 
     /// The request exchange (kept apart so subscribers never see requests).

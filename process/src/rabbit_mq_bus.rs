@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bus::{Bus, BusClass, BusStats, QueueDefaults};
-use crate::cbor_codec;
+use crate::codec;
 use crate::error::ConfigError;
 use crate::metrics::{BusHealth, Metrics};
 use crate::process_config::typed;
@@ -231,7 +231,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
                 bus: self.id.clone(),
             }));
         }
-        let body = match cbor_codec::encode(&*message) {
+        let body = match codec::encode_cbor(&*message) {
             Ok(b) => b,
             Err(e) => return fail(e.to_string()),
         };
@@ -245,7 +245,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
         let persistent = self.link.config.delivery == DeliveryMode::AtLeastOnce;
         let seq = self.next_id.fetch_add(1, Ordering::Relaxed);
         let properties = BasicProperties::default()
-            .with_content_type("application/cbor".into())
+            .with_content_type(crate::rabbit_link::CBOR_CONTENT_TYPE.into())
             .with_message_id(format!("{}-{seq}", self.instance).into())
             .with_timestamp(
                 std::time::SystemTime::now()
@@ -380,9 +380,23 @@ impl<M> Drop for RabbitMqBus<M> {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RabbitMqClass;
 
+/// `[message-bus.<id>]` of class `rabbit-mq`, checked.
+fn rabbit_config(id: &str, config: Value) -> Result<RabbitMqConfig, ConfigError> {
+    let key = format!("message-bus.{id}");
+    let config: RabbitMqConfig = typed(&key, config)?;
+    config
+        .check()
+        .map_err(|problem| ConfigError::invalid(&key, problem))?;
+    Ok(config)
+}
+
 impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> BusClass<M> for RabbitMqClass {
     fn name(&self) -> &'static str {
         "rabbit-mq"
+    }
+
+    fn check(&self, id: &str, config: Value) -> Result<(), ConfigError> {
+        rabbit_config(id, config).map(|_| ())
     }
 
     fn build(
@@ -391,11 +405,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> BusClass<M> for Ra
         config: Value,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<dyn Bus<M>>, ConfigError> {
-        let key = format!("message-bus.{id}");
-        let config: RabbitMqConfig = typed(&key, config)?;
-        config
-            .check()
-            .map_err(|problem| ConfigError::invalid(&key, problem))?;
+        let config = rabbit_config(id, config)?;
         tracing::info!(bus = id, config = ?config, "starting RabbitMQ bus");
         Ok(Arc::new(RabbitMqBus::<M>::start(id, config, &metrics)))
     }

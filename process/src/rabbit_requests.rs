@@ -41,8 +41,8 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cbor_codec;
-use crate::rabbit_link::{Link, Live};
+use crate::codec;
+use crate::rabbit_link::{CBOR_CONTENT_TYPE, Link, Live};
 use crate::rabbit_subscription::{Attempts, close_queue};
 
 /// What travels back: the response or the handler's error.
@@ -57,8 +57,6 @@ enum ReplyIn<M> {
     Ok(M),
     Err(HandlerError),
 }
-
-const CONTENT_TYPE: &str = "application/cbor";
 
 fn unix_seconds() -> u64 {
     std::time::SystemTime::now()
@@ -208,7 +206,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Requester<M> {
         let Some(live) = self.link.current() else {
             return Err(bus_error("not connected to RabbitMQ".into()));
         };
-        let body = cbor_codec::encode(&*message).map_err(|e| bus_error(e.to_string()))?;
+        let body = codec::encode_cbor(&*message).map_err(|e| bus_error(e.to_string()))?;
         if body.len() > self.link.config.max_message_size {
             return Err(bus_error(format!(
                 "request of {} bytes exceeds max-message-size {}",
@@ -232,7 +230,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Requester<M> {
                 id,
             };
             let properties = BasicProperties::default()
-                .with_content_type(CONTENT_TYPE.into())
+                .with_content_type(CBOR_CONTENT_TYPE.into())
                 .with_correlation_id(id.to_string().into())
                 .with_reply_to(reply_to.into())
                 .with_message_id(format!("{}-r{id}", self.instance).into())
@@ -272,7 +270,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Requester<M> {
                 }
             };
             let bytes = answer.map_err(|_| bus_error("bus stopped".into()))?;
-            match cbor_codec::decode::<ReplyIn<M>>(&bytes) {
+            match codec::decode_cbor::<ReplyIn<M>>(&bytes, &self.link.limits) {
                 Ok(ReplyIn::Ok(m)) => Ok(Arc::new(m)),
                 Ok(ReplyIn::Err(error)) => Err(RequestError::Handler {
                     topic: topic.to_string(),
@@ -305,7 +303,7 @@ async fn reply(
             BasicPublishOptions::default(),
             body,
             BasicProperties::default()
-                .with_content_type(CONTENT_TYPE.into())
+                .with_content_type(CBOR_CONTENT_TYPE.into())
                 .with_correlation_id(correlation_id.into()),
         )
         .await
@@ -314,13 +312,13 @@ async fn reply(
 
 fn encode_reply<M: Serialize>(outcome: &Result<Arc<M>, HandlerError>) -> Vec<u8> {
     let encoded = match outcome {
-        Ok(m) => cbor_codec::encode(&ReplyOut::Ok(&**m)),
-        Err(e) => cbor_codec::encode(&ReplyOut::<M>::Err(e)),
+        Ok(m) => codec::encode_cbor(&ReplyOut::Ok(&**m)),
+        Err(e) => codec::encode_cbor(&ReplyOut::<M>::Err(e)),
     };
     encoded.unwrap_or_else(|e| {
         let error =
             HandlerError::new(format!("response could not be encoded: {e}")).with_code("encode");
-        cbor_codec::encode(&ReplyOut::<M>::Err(&error)).unwrap_or_default()
+        codec::encode_cbor(&ReplyOut::<M>::Err(&error)).unwrap_or_default()
     })
 }
 
@@ -382,22 +380,21 @@ pub(crate) async fn run_handler<M: Serialize + DeserializeOwned + Send + Sync + 
                 .as_ref()
                 .map(|s| s.to_string());
             let (Some(reply_to), Some(correlation)) = (reply_to, correlation) else {
-                link.health.malformed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(bus = %link.bus, routing_key = %delivery.routing_key, "request without reply-to or correlation-id dropped");
+                link.rejected(
+                    delivery.routing_key.as_str(),
+                    "request without reply-to or correlation-id dropped",
+                    &"no reply-to or correlation-id",
+                );
                 continue;
             };
-            let topic = Topic::new(delivery.routing_key.as_str());
-            let decoded = cbor_codec::decode::<M>(&delivery.data);
-            let (topic, message) = match (topic, decoded) {
-                (Ok(t), Ok(m)) => (t, m),
-                (t, m) => {
-                    link.health.malformed.fetch_add(1, Ordering::Relaxed);
-                    let why = t
-                        .err()
-                        .map(|e| e.to_string())
-                        .or(m.err().map(|e| e.to_string()))
-                        .unwrap_or_default();
-                    tracing::warn!(bus = %link.bus, routing_key = %delivery.routing_key, error = %why, "malformed request answered with an error");
+            let (topic, message) = match link.decode::<M>(&delivery) {
+                Ok(decoded) => decoded,
+                Err(why) => {
+                    link.rejected(
+                        delivery.routing_key.as_str(),
+                        "malformed request answered with an error",
+                        &why,
+                    );
                     let error = HandlerError::new(format!("malformed request: {why}"))
                         .with_code("malformed");
                     let _ = reply(

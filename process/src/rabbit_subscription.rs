@@ -27,7 +27,6 @@
 //!   (consumer-group queues are kept: they are shared and durable).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use futures_util::StreamExt;
 use lapin::options::{
@@ -37,11 +36,10 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Consumer};
 use serde::de::DeserializeOwned;
-use telamon_sdk::{Delivery, Pattern, SubscriptionSender, Topic};
+use telamon_sdk::{Delivery, Pattern, SubscriptionSender};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::cbor_codec;
 use crate::rabbit_config::DeliveryMode;
 use crate::rabbit_link::{Link, Live, backoff};
 
@@ -272,18 +270,14 @@ pub(crate) async fn run<M: DeserializeOwned + Send + Sync + 'static>(
                     break;
                 }
             };
-            let topic = Topic::new(delivery.routing_key.as_str());
-            let decoded = cbor_codec::decode::<M>(&delivery.data);
-            let (topic, message) = match (topic, decoded) {
-                (Ok(t), Ok(m)) => (t, m),
-                (topic, decoded) => {
-                    link.health.malformed.fetch_add(1, Ordering::Relaxed);
-                    let why = match (topic, decoded) {
-                        (Err(e), _) => e.to_string(),
-                        (_, Err(e)) => e.to_string(),
-                        _ => String::new(),
-                    };
-                    tracing::warn!(bus = %link.bus, routing_key = %delivery.routing_key, error = %why, "malformed message rejected");
+            let (topic, message) = match link.decode::<M>(&delivery) {
+                Ok(decoded) => decoded,
+                Err(why) => {
+                    link.rejected(
+                        delivery.routing_key.as_str(),
+                        "malformed message rejected",
+                        &why,
+                    );
                     flush_ack(&mut unacked, &mut unacked_count).await;
                     let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
                     continue;

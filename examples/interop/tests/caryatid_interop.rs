@@ -41,7 +41,7 @@ fn sample() -> Everything {
 #[test]
 fn caryatid_decodes_what_telamon_encodes_and_back() {
     let value = sample();
-    let telamon_bytes = telamon_process::encode_cbor(&value).unwrap();
+    let telamon_bytes = telamon_process::codec::encode_cbor(&value).unwrap();
     let read_by_caryatid: Everything = minicbor_serde_06::from_slice(&telamon_bytes).unwrap();
     assert_eq!(read_by_caryatid, value);
     let caryatid_bytes = minicbor_serde_06::to_vec(&value).unwrap();
@@ -49,7 +49,8 @@ fn caryatid_decodes_what_telamon_encodes_and_back() {
         caryatid_bytes, telamon_bytes,
         "byte for byte the same encoding"
     );
-    let read_by_telamon: Everything = telamon_process::decode_cbor(&caryatid_bytes).unwrap();
+    let read_by_telamon: Everything =
+        telamon_process::codec::decode_cbor(&caryatid_bytes, &Default::default()).unwrap();
     assert_eq!(read_by_telamon, value);
 }
 
@@ -60,7 +61,7 @@ fn plain_ciborium_output_is_what_caryatid_cannot_read_and_telamon_can() {
     ciborium::into_writer(&value, &mut shortened).unwrap();
     assert!(minicbor_serde_06::from_slice::<Everything>(&shortened).is_err());
     assert_eq!(
-        telamon_process::decode_cbor::<Everything>(&shortened).unwrap(),
+        telamon_process::codec::decode_cbor::<Everything>(&shortened, &Default::default()).unwrap(),
         value
     );
 }

@@ -5,29 +5,33 @@
 //! 0.6) writes and expects. ciborium would write the shortest lossless float
 //! (`1.5f64` as an f16), which Caryatid rejects when it expects an `f64`.
 //!
-//! Reading tries minicbor-serde first (the fast path, and Caryatid's format),
-//! then ciborium, which accepts any float width and `null` for `()` — what a
-//! ciborium writer produces. So Telamon reads both; Caryatid reads Telamon.
+//! Reading checks size and nesting first (see the parent module), then tries
+//! minicbor-serde (the fast path, and Caryatid's format), then ciborium,
+//! which accepts any float width and `null` for `()` — what a ciborium writer
+//! produces. So Telamon reads both; Caryatid reads Telamon.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Why a body could not be encoded or decoded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct CodecError(String);
+use super::{CodecError, DecodeLimits, check_cbor};
 
 /// Encodes `value` as CBOR.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
-    minicbor_serde::to_vec(value).map_err(|e| CodecError(format!("cannot encode as CBOR: {e}")))
+    minicbor_serde::to_vec(value).map_err(|e| CodecError::Encode {
+        format: "CBOR",
+        reason: e.to_string(),
+    })
 }
 
-/// Decodes CBOR into `T`.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+/// Decodes CBOR into `T`, after checking it against `limits`.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], limits: &DecodeLimits) -> Result<T, CodecError> {
+    check_cbor(bytes, limits)?;
     match minicbor_serde::from_slice(bytes) {
         Ok(v) => Ok(v),
-        Err(first) => ciborium::from_reader(bytes)
-            .map_err(|e| CodecError(format!("not CBOR of the message type: {first}; {e}"))),
+        Err(first) => ciborium::from_reader(bytes).map_err(|e| CodecError::WrongType {
+            format: "CBOR",
+            reason: format!("{first}; {e}"),
+        }),
     }
 }
 
@@ -41,6 +45,10 @@ mod tests {
         sensor: String,
         value: f64,
         unit: (),
+    }
+
+    fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+        super::decode(bytes, &DecodeLimits::default())
     }
 
     #[test]
@@ -72,5 +80,25 @@ mod tests {
     fn garbage_is_an_error_not_a_panic() {
         assert!(decode::<Reading>(b"\xff\x00not cbor").is_err());
         assert!(decode::<Reading>(&encode(&42u8).unwrap()).is_err());
+    }
+
+    #[test]
+    fn the_limit_is_checked_before_decoding() {
+        let limits = DecodeLimits::new(1024, 3);
+        let v = serde_json::json!([[[1]]]);
+        let bytes = encode(&v).unwrap();
+        assert_eq!(super::decode::<serde_json::Value>(&bytes, &limits), Ok(v));
+        let deeper = encode(&serde_json::json!([[[[1]]]])).unwrap();
+        assert!(
+            super::decode::<serde_json::Value>(&deeper, &limits)
+                .unwrap_err()
+                .is_too_deep()
+        );
+        let big = encode(&vec![0u8; 2000]).unwrap();
+        assert!(
+            super::decode::<Vec<u8>>(&big, &limits)
+                .unwrap_err()
+                .is_too_large()
+        );
     }
 }

@@ -1,0 +1,50 @@
+//! A non-recursive scan of JSON nesting: `[` and `{` outside strings.
+//! Everything else is left to serde_json, which checks well-formedness.
+
+use super::CodecError;
+
+/// Checks that `bytes` nests at most `max_depth` arrays and objects deep.
+pub(super) fn check(bytes: &[u8], max_depth: usize) -> Result<(), CodecError> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (offset, &b) in bytes.iter().enumerate() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(CodecError::TooDeep {
+                        limit: max_depth,
+                        offset,
+                    });
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_brackets_outside_strings_only() {
+        assert!(check(br#"[[{"a": [1]}]]"#, 4).is_ok());
+        assert!(check(br#"[[{"a": [[1]]}]]"#, 4).unwrap_err().is_too_deep());
+        assert!(check(br#"["[[[[[[[[", "\"[[[[[[["]"#, 2).is_ok());
+        assert!(check(&[b'['; 100_000], 128).unwrap_err().is_too_deep());
+    }
+}
