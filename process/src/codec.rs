@@ -29,7 +29,9 @@ mod cbor;
 mod cbor_check;
 mod json_check;
 
-pub use cbor::{decode as decode_cbor, encode as encode_cbor};
+pub use cbor::{
+    CborUnit, decode as decode_cbor, encode as encode_cbor, encode_with as encode_cbor_with,
+};
 
 /// Default [`DecodeLimits::max_depth`].
 pub const DEFAULT_MAX_DEPTH: usize = 128;

@@ -5,10 +5,38 @@ use std::path::PathBuf;
 use config::{Config, Environment, File, FileFormat};
 
 use crate::error::ConfigError;
+use crate::process_config::TOP_LEVEL;
 
 /// The default environment prefix: `TELAMON_MODULE__CLOCK__INTERVAL=2s` sets
 /// `[module.clock] interval`.
 pub const DEFAULT_ENV_PREFIX: &str = "TELAMON";
+
+/// The variables that address a config section (`<PREFIX>_MODULE__…`,
+/// `<PREFIX>_MESSAGE_BUS__…`, …). Others that merely share the prefix — a test
+/// suite's `TELAMON_TEST_AMQP_URL`, say — are not config and are left out,
+/// while a misspelt key inside a known section still reaches the checks.
+fn config_vars(
+    prefix: &str,
+    vars: Vec<(String, String)>,
+) -> std::collections::HashMap<String, String> {
+    let head = format!("{prefix}_").to_ascii_uppercase();
+    vars.into_iter()
+        .filter(|(name, _)| {
+            let upper = name.to_ascii_uppercase();
+            let Some(rest) = upper.strip_prefix(&head) else {
+                return false;
+            };
+            let section = rest.split("__").next().unwrap_or("");
+            let known = TOP_LEVEL
+                .iter()
+                .any(|s| s.replace('-', "_").eq_ignore_ascii_case(section));
+            if !known {
+                tracing::debug!(variable = %name, "not a config section; ignored");
+            }
+            known
+        })
+        .collect()
+}
 
 /// Builds the layered config of a process. Later layers win.
 ///
@@ -16,7 +44,9 @@ pub const DEFAULT_ENV_PREFIX: &str = "TELAMON";
 /// 2. TOML files, in order (a missing file is an error, never silently skipped);
 /// 3. environment variables `<PREFIX>_<KEY>` where `__` separates nested keys and
 ///    `_` inside a key stands for `-` (so `TELAMON_MESSAGE_ROUTER__REQUEST_TIMEOUT=2`
-///    sets `message-router.request-timeout`).
+///    sets `message-router.request-timeout`). Only variables whose first word
+///    names a section (`PROCESS`, `MODULE`, `MESSAGE_BUS`, `MESSAGE_ROUTER`,
+///    `METRICS`) are read; `TELAMON_TEST_AMQP_URL` and the like are not config.
 ///
 /// ```
 /// # use telamon_process::ConfigLoader;
@@ -120,12 +150,16 @@ impl ConfigLoader {
             builder = builder.add_source(File::from(path.as_path()).format(FileFormat::Toml));
         }
         if let Some(prefix) = &self.env_prefix {
+            let vars = self
+                .env_vars
+                .clone()
+                .unwrap_or_else(|| std::env::vars().collect());
             builder = builder.add_source(
                 Environment::with_prefix(prefix)
                     .prefix_separator("_")
                     .separator("__")
                     .convert_case(config::Case::Kebab)
-                    .source(self.env_vars.clone().map(|v| v.into_iter().collect())),
+                    .source(Some(config_vars(prefix, vars))),
             );
         }
         builder

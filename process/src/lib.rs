@@ -63,17 +63,7 @@ mod metrics_endpoint;
 mod process;
 mod process_config;
 #[cfg(feature = "rabbit-mq")]
-mod rabbit_config;
-#[cfg(feature = "rabbit-mq")]
-mod rabbit_link;
-#[cfg(feature = "rabbit-mq")]
-mod rabbit_mq_bus;
-#[cfg(feature = "rabbit-mq")]
-mod rabbit_publisher;
-#[cfg(feature = "rabbit-mq")]
-mod rabbit_requests;
-#[cfg(feature = "rabbit-mq")]
-mod rabbit_subscription;
+mod rabbit;
 mod registration;
 mod router;
 mod signal;
@@ -97,10 +87,9 @@ pub use signal::{init_tracing, shutdown_signal};
 
 pub use codec::{CodecError, DecodeLimits};
 #[cfg(feature = "rabbit-mq")]
-pub use rabbit_config::{
-    DEFAULT_EXCHANGE, DEFAULT_URL, DeliveryMode, RabbitMqConfig, Secret, redact,
+pub use rabbit::{
+    DEFAULT_EXCHANGE, DEFAULT_URL, DeliveryMode, RabbitMqBus, RabbitMqClass, RabbitMqConfig,
+    Secret, redact,
 };
-#[cfg(feature = "rabbit-mq")]
-pub use rabbit_mq_bus::{RabbitMqBus, RabbitMqClass};
 
 pub use telamon_sdk as sdk;

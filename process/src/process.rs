@@ -66,7 +66,7 @@ impl<M: Message> Process<M> {
     pub fn new(config: Config) -> Self {
         let mut bus_classes: Vec<Arc<dyn BusClass<M>>> = vec![Arc::new(InMemoryClass)];
         #[cfg(feature = "rabbit-mq")]
-        bus_classes.push(Arc::new(crate::rabbit_mq_bus::RabbitMqClass));
+        bus_classes.push(Arc::new(crate::rabbit::RabbitMqClass));
         Process {
             config,
             registrations: Vec::new(),

@@ -137,7 +137,8 @@ pub(crate) struct ProcessConfig {
     pub(crate) metrics: Option<MetricsSpec>,
 }
 
-const TOP_LEVEL: [&str; 5] = [
+/// The sections a process config may have.
+pub(crate) const TOP_LEVEL: [&str; 5] = [
     "process",
     "message-bus",
     "message-router",

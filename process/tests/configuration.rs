@@ -138,6 +138,42 @@ async fn environment_overrides_nested_kebab_case_keys() {
 }
 
 #[tokio::test]
+async fn unrelated_prefixed_variables_are_not_config_but_misspelt_keys_are_errors() {
+    let load = |vars: Vec<(&str, &str)>| {
+        ConfigLoader::new()
+            .embedded("[module.greeter]\ngreeting = \"hello\"\n")
+            .env_prefix(Some("TELAMON"))
+            .env_vars(vars)
+            .load()
+            .unwrap()
+    };
+    // The test suite's own broker variable, and another tool's, share the prefix.
+    let config = load(vec![
+        ("TELAMON_TEST_AMQP_URL", "amqp://127.0.0.1:5672/%2f"),
+        ("TELAMON_HOME", "/opt/telamon"),
+        ("TELAMON_MODULE__GREETER__GREETING", "hej"),
+    ]);
+    let process = Process::<Value>::new(config)
+        .module::<Greeter>()
+        .start()
+        .await
+        .expect("unrelated TELAMON_ variables do not stop a process");
+    let answer = process.context("t").request("greet", json!(null)).await;
+    assert_eq!(*answer.unwrap(), json!("hej"));
+    process.stop().await;
+
+    let typo = load(vec![("TELAMON_MODULE__GREETER__GREETNG", "hej")]);
+    let err = Process::<Value>::new(typo)
+        .module::<Greeter>()
+        .check()
+        .unwrap_err();
+    assert!(err.to_string().contains("greetng"), "{err}");
+    let section = load(vec![("TELAMON_MESSAGE_ROUTER__REQUEST_TIMOUT", "1s")]);
+    let err = Process::<Value>::new(section).check().unwrap_err();
+    assert!(err.to_string().contains("request-timout"), "{err}");
+}
+
+#[tokio::test]
 async fn a_missing_config_file_is_an_error_not_silently_skipped() {
     let err = ConfigLoader::new()
         .file("/nonexistent/telamon.toml")

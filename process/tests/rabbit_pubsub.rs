@@ -95,6 +95,20 @@ async fn a_consumer_group_shares_the_work() {
 }
 
 #[tokio::test]
+async fn a_json_null_arrives_as_null() {
+    require_broker();
+    let exchange = unique("null");
+    let p = start(&rabbit_toml(&exchange, "at-most-once", "")).await;
+    let ctx = p.context("t");
+    let mut sub = ctx.subscribe("data.#").await.unwrap();
+    let sent = json!({"a": null, "b": [null, 1], "c": []});
+    ctx.publish("data.x", sent.clone()).await.unwrap();
+    let d = within(sub.recv()).await.unwrap();
+    assert_eq!(**d.message(), sent);
+    p.stop().await;
+}
+
+#[tokio::test]
 async fn malformed_bodies_are_rejected_counted_and_consumption_goes_on() {
     require_broker();
     let exchange = unique("malformed");

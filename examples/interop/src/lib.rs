@@ -1,9 +1,9 @@
 //! A Telamon process and a Caryatid 0.14 process on one RabbitMQ exchange.
 //!
 //! Caryatid's wire format is a topic exchange, routing key = topic, CBOR body
-//! (minicbor-serde). Telamon writes the same CBOR (fixed-width floats, `()` as
-//! `[]`), so with the exchange name set to Caryatid's the two exchange pub-sub
-//! messages both ways. Requests do not cross: Caryatid correlates them through
+//! (minicbor-serde). Telamon writes the same CBOR (fixed-width floats; `()` as
+//! `[]` with `cbor-unit = "empty-array"`), so with the exchange name set to
+//! Caryatid's the two exchange pub-sub messages both ways. Requests do not cross: Caryatid correlates them through
 //! `<topic>._request.<id>` topics, Telamon through AMQP `reply-to` and
 //! `correlation-id` on a separate request exchange.
 
@@ -86,7 +86,7 @@ pub async fn exchange_both_ways(
     // Telamon, with the exchange set to Caryatid's (declared non-durable, as Caryatid does).
     let config = ConfigLoader::new()
         .embedded(format!(
-            "[message-bus.external]\nclass = \"rabbit-mq\"\nurl = \"{url}\"\nexchange = \"{exchange}\"\nexchange-durable = false\ndelivery = \"at-least-once\"\n[[message-router.route]]\npattern = \"#\"\nbus = \"external\"\n"
+            "[message-bus.external]\nclass = \"rabbit-mq\"\nurl = \"{url}\"\nexchange = \"{exchange}\"\nexchange-durable = false\ncbor-unit = \"empty-array\"\ndelivery = \"at-least-once\"\n[[message-router.route]]\npattern = \"#\"\nbus = \"external\"\n"
         ))
         .env_prefix(None)
         .load()?;

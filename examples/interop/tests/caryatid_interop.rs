@@ -41,7 +41,11 @@ fn sample() -> Everything {
 #[test]
 fn caryatid_decodes_what_telamon_encodes_and_back() {
     let value = sample();
-    let telamon_bytes = telamon_process::codec::encode_cbor(&value).unwrap();
+    let telamon_bytes = telamon_process::codec::encode_cbor_with(
+        &value,
+        telamon_process::codec::CborUnit::EmptyArray,
+    )
+    .unwrap();
     let read_by_caryatid: Everything = minicbor_serde_06::from_slice(&telamon_bytes).unwrap();
     assert_eq!(read_by_caryatid, value);
     let caryatid_bytes = minicbor_serde_06::to_vec(&value).unwrap();

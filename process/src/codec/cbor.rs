@@ -1,9 +1,12 @@
 //! CBOR on the wire, readable by Caryatid and by ciborium-based peers.
 //!
 //! Writing uses minicbor-serde: floats keep their declared width (an `f64` is
-//! always 8 bytes) and `()` is `[]`, byte for byte what Caryatid (minicbor-serde
-//! 0.6) writes and expects. ciborium would write the shortest lossless float
-//! (`1.5f64` as an f16), which Caryatid rejects when it expects an `f64`.
+//! always 8 bytes), what Caryatid (minicbor-serde 0.6) writes and expects.
+//! ciborium would write the shortest lossless float (`1.5f64` as an f16),
+//! which Caryatid rejects when it expects an `f64`. `()` is `null` by default
+//! (serde writes `serde_json::Value::Null` as `()`, so anything else would
+//! turn a JSON `null` into something else); [`CborUnit::EmptyArray`] writes
+//! `[]` instead, byte for byte Caryatid's encoding.
 //!
 //! Reading checks size and nesting first (see the parent module), then tries
 //! minicbor-serde (the fast path, and Caryatid's format), then ciborium,
@@ -15,12 +18,40 @@ use serde::de::DeserializeOwned;
 
 use super::{CodecError, DecodeLimits, check_cbor};
 
-/// Encodes `value` as CBOR.
+/// How `()` — and so `serde_json::Value::Null`, which serde writes as unit — is encoded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CborUnit {
+    /// CBOR `null`: a JSON `null` arrives as `null`. Caryatid (which expects
+    /// `[]` for a `()` field) cannot read a `()` written this way.
+    #[default]
+    Null,
+    /// An empty array, byte for byte what Caryatid writes: a `()` field
+    /// interoperates, but a JSON `null` arrives as `[]` (as it does between
+    /// Caryatid processes).
+    EmptyArray,
+}
+
+/// Encodes `value` as CBOR, `()` as `null`.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
-    minicbor_serde::to_vec(value).map_err(|e| CodecError::Encode {
-        format: "CBOR",
-        reason: e.to_string(),
-    })
+    encode_with(value, CborUnit::Null)
+}
+
+/// Encodes `value` as CBOR, `()` as `unit` says.
+pub fn encode_with<T: Serialize + ?Sized>(
+    value: &T,
+    unit: CborUnit,
+) -> Result<Vec<u8>, CodecError> {
+    let mut bytes = Vec::new();
+    let mut serializer = minicbor_serde::Serializer::new(&mut bytes);
+    serializer.serialize_unit_as_null(unit == CborUnit::Null);
+    value
+        .serialize(&mut serializer)
+        .map_err(|e| CodecError::Encode {
+            format: "CBOR",
+            reason: e.to_string(),
+        })?;
+    Ok(bytes)
 }
 
 /// Decodes CBOR into `T`, after checking it against `limits`.
@@ -52,10 +83,41 @@ mod tests {
     }
 
     #[test]
-    fn floats_keep_eight_bytes_and_unit_is_an_empty_array() {
+    fn floats_keep_eight_bytes_and_unit_is_null_or_an_empty_array() {
         let bytes = encode(&1.5f64).unwrap();
         assert_eq!(bytes, [0xfb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(encode(&()).unwrap(), [0x80]);
+        assert_eq!(encode(&()).unwrap(), [0xf6]);
+        assert_eq!(encode_with(&(), CborUnit::EmptyArray).unwrap(), [0x80]);
+    }
+
+    /// Found by the `decode_value` fuzz target: `null` came back as `[]`.
+    #[test]
+    fn a_json_null_round_trips() {
+        let v = serde_json::json!([5, null, {"a": null}]);
+        let back: serde_json::Value = decode(&encode(&v).unwrap()).unwrap();
+        assert_eq!(back, v);
+        // CBOR `undefined` (0xf7), as a fuzzer sent it, reads as null.
+        let read: serde_json::Value = decode(&[0x9f, 0x05, 0x00, 0xf7, 0x00, 0xff]).unwrap();
+        assert_eq!(read, serde_json::json!([5, 0, null, 0]));
+        assert_eq!(
+            decode::<serde_json::Value>(&encode(&read).unwrap()).unwrap(),
+            read
+        );
+    }
+
+    #[test]
+    fn a_unit_reads_from_null_and_from_an_empty_array() {
+        let r = Reading {
+            sensor: "t".into(),
+            value: 0.5,
+            unit: (),
+        };
+        for unit in [CborUnit::Null, CborUnit::EmptyArray] {
+            assert_eq!(
+                decode::<Reading>(&encode_with(&r, unit).unwrap()).unwrap(),
+                r
+            );
+        }
     }
 
     #[test]

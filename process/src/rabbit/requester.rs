@@ -1,14 +1,11 @@
-//! Requests across processes over RabbitMQ: handler queues on one side, one
-//! reply queue per process and correlation ids on the other.
+//! Requests to handlers in other processes: one reply queue per process and
+//! correlation ids (the handler side is `responder.rs`).
 //!
 //! - Requests go to the `<exchange>.requests` topic exchange (routing key =
 //!   topic), so subscribers never see them. They are published `mandatory`:
 //!   when no handler queue is bound, the broker returns the message and the
 //!   request fails at once with `NoResponder`.
-//! - Each handler pattern has one shared queue, `<exchange>.request.<pattern>`
-//!   (auto-delete: gone when its last handler goes), so several instances of a
-//!   handler share the requests.
-//! - Answers go to the requester's reply queue (exclusive, auto-delete, one
+//! - Answers come to the requester's reply queue (exclusive, auto-delete, one
 //!   per process) with the request's `correlation-id`. Nothing is declared per
 //!   request; a pending request is one map entry, removed when it ends.
 //!
@@ -18,9 +15,7 @@
 //!   request carries `expiration` = timeout, so a stale request is not served.
 //! - **Connection lost**: requests fail with a bus error; pending ones time
 //!   out (their reply queue went with the connection).
-//! - **Malformed request**: counted, and answered with a handler error so the
-//!   requester does not wait for its timeout.
-
+//! - **Malformed reply**: the request fails with a bus error saying so.
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,29 +24,19 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::BasicProperties;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions,
-};
+use lapin::Confirmation;
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Confirmation};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use telamon_sdk::{HandlerError, Pattern, Request, RequestError, RequestSender, Responder, Topic};
+use telamon_sdk::{HandlerError, RequestError, Topic};
 use tokio::sync::{oneshot, watch};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::codec;
-use crate::rabbit_link::{CBOR_CONTENT_TYPE, Link, Live};
-use crate::rabbit_subscription::{Attempts, close_queue};
+use crate::rabbit::link::{CBOR_CONTENT_TYPE, Link, Live};
+use crate::rabbit::subscription::Attempts;
 
 /// What travels back: the response or the handler's error.
-#[derive(Serialize)]
-enum ReplyOut<'a, M> {
-    Ok(&'a M),
-    Err(&'a HandlerError),
-}
-
 #[derive(Deserialize)]
 enum ReplyIn<M> {
     Ok(M),
@@ -206,7 +191,8 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Requester<M> {
         let Some(live) = self.link.current() else {
             return Err(bus_error("not connected to RabbitMQ".into()));
         };
-        let body = codec::encode_cbor(&*message).map_err(|e| bus_error(e.to_string()))?;
+        let body = codec::encode_cbor_with(&*message, self.link.config.cbor_unit)
+            .map_err(|e| bus_error(e.to_string()))?;
         if body.len() > self.link.config.max_message_size {
             return Err(bus_error(format!(
                 "request of {} bytes exceeds max-message-size {}",
@@ -287,205 +273,4 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Requester<M> {
             }),
         }
     }
-}
-
-/// Publishes an answer to a reply queue.
-async fn reply(
-    channel: &Channel,
-    reply_to: &str,
-    correlation_id: &str,
-    body: &[u8],
-) -> Result<(), lapin::Error> {
-    channel
-        .basic_publish(
-            "".into(),
-            reply_to.into(),
-            BasicPublishOptions::default(),
-            body,
-            BasicProperties::default()
-                .with_content_type(CBOR_CONTENT_TYPE.into())
-                .with_correlation_id(correlation_id.into()),
-        )
-        .await
-        .map(|_| ())
-}
-
-fn encode_reply<M: Serialize>(outcome: &Result<Arc<M>, HandlerError>) -> Vec<u8> {
-    let encoded = match outcome {
-        Ok(m) => codec::encode_cbor(&ReplyOut::Ok(&**m)),
-        Err(e) => codec::encode_cbor(&ReplyOut::<M>::Err(e)),
-    };
-    encoded.unwrap_or_else(|e| {
-        let error =
-            HandlerError::new(format!("response could not be encoded: {e}")).with_code("encode");
-        codec::encode_cbor(&ReplyOut::<M>::Err(&error)).unwrap_or_default()
-    })
-}
-
-/// Serves one handler pattern: its shared request queue into the handler's local queue.
-pub(crate) async fn run_handler<M: Serialize + DeserializeOwned + Send + Sync + 'static>(
-    link: Arc<Link>,
-    pattern: Pattern,
-    sender: RequestSender<M>,
-    stop: CancellationToken,
-    ready: oneshot::Sender<Result<(), String>>,
-    replies: TaskTracker,
-) {
-    let _counted = link.consumer();
-    let mut attempts = Attempts::new(Some(ready));
-    let queue_name = format!("{}.request.{}", link.config.exchange, pattern.as_str());
-    let request_exchange = link.request_exchange();
-    let what = format!("request handler `{pattern}`");
-    while let Some(live) = attempts.next(&link, &stop).await {
-        let opened = open_handler_queue(
-            &link,
-            &live,
-            &queue_name,
-            &request_exchange,
-            pattern.as_str(),
-        )
-        .await;
-        let (channel, mut consumer, queue) = match opened {
-            Ok(o) => o,
-            Err(e) => {
-                attempts.failed(&link, &live, &what, &e);
-                continue;
-            }
-        };
-        attempts.bound(&link, &live);
-        loop {
-            let next = tokio::select! {
-                _ = stop.cancelled() => {
-                    close_queue(&channel, &consumer, &queue, false).await;
-                    return;
-                }
-                next = consumer.next() => next,
-            };
-            let delivery = match next {
-                Some(Ok(d)) => d,
-                Some(Err(_)) | None => {
-                    attempts.lost(&link, &live);
-                    break;
-                }
-            };
-            let _ = delivery.ack(BasicAckOptions::default()).await;
-            let reply_to = delivery
-                .properties
-                .reply_to()
-                .as_ref()
-                .map(|s| s.to_string());
-            let correlation = delivery
-                .properties
-                .correlation_id()
-                .as_ref()
-                .map(|s| s.to_string());
-            let (Some(reply_to), Some(correlation)) = (reply_to, correlation) else {
-                link.rejected(
-                    delivery.routing_key.as_str(),
-                    "request without reply-to or correlation-id dropped",
-                    &"no reply-to or correlation-id",
-                );
-                continue;
-            };
-            let (topic, message) = match link.decode::<M>(&delivery) {
-                Ok(decoded) => decoded,
-                Err(why) => {
-                    link.rejected(
-                        delivery.routing_key.as_str(),
-                        "malformed request answered with an error",
-                        &why,
-                    );
-                    let error = HandlerError::new(format!("malformed request: {why}"))
-                        .with_code("malformed");
-                    let _ = reply(
-                        &live.reply,
-                        &reply_to,
-                        &correlation,
-                        &encode_reply::<M>(&Err(error)),
-                    )
-                    .await;
-                    continue;
-                }
-            };
-            let (responder, answer) = Responder::channel();
-            let queued = tokio::select! {
-                biased;
-                _ = stop.cancelled() => false,
-                queued = sender.send(Request::new(topic, Arc::new(message), responder)) => queued.is_ok(),
-            };
-            if !queued {
-                // The handler is gone: say so rather than leave the requester to time out.
-                let error = HandlerError::new("handler went away").with_code("dropped");
-                let _ = reply(
-                    &live.reply,
-                    &reply_to,
-                    &correlation,
-                    &encode_reply::<M>(&Err(error)),
-                )
-                .await;
-                close_queue(&channel, &consumer, &queue, false).await;
-                return;
-            }
-            let live = live.clone();
-            replies.spawn(async move {
-                let outcome = answer.await.unwrap_or_else(|_| {
-                    Err(HandlerError::new("handler went away without answering")
-                        .with_code("dropped"))
-                });
-                let _ = reply(
-                    &live.reply,
-                    &reply_to,
-                    &correlation,
-                    &encode_reply(&outcome),
-                )
-                .await;
-            });
-        }
-    }
-}
-
-async fn open_handler_queue(
-    link: &Link,
-    live: &Live,
-    name: &str,
-    exchange: &str,
-    pattern: &str,
-) -> Result<(Channel, lapin::Consumer, String), lapin::Error> {
-    // Shared handler queues are auto-delete and not durable: they vanish with
-    // their last handler, so nothing is left on the broker.
-    let channel = live.connection.create_channel().await?;
-    channel
-        .basic_qos(
-            link.config.prefetch,
-            lapin::options::BasicQosOptions::default(),
-        )
-        .await?;
-    channel
-        .queue_declare(
-            name.into(),
-            QueueDeclareOptions {
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            name.into(),
-            exchange.into(),
-            pattern.into(),
-            lapin::options::QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    let consumer = channel
-        .basic_consume(
-            name.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    Ok((channel, consumer, name.to_owned()))
 }

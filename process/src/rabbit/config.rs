@@ -86,6 +86,9 @@ pub struct RabbitMqConfig {
     /// Largest encoded message accepted, in bytes: larger publishes and
     /// requests are refused; larger deliveries are rejected as malformed.
     pub max_message_size: usize,
+    /// How `()` (and a JSON `null`) is written: `"null"`, or `"empty-array"`
+    /// as Caryatid writes it. Both are read either way.
+    pub cbor_unit: crate::codec::CborUnit,
     /// Deepest nesting (arrays, maps, tags) a received body may have;
     /// deeper bodies are rejected as malformed before they are decoded.
     pub max_nesting_depth: usize,
@@ -118,6 +121,7 @@ impl Default for RabbitMqConfig {
             queue_expiry: Duration::from_secs(60),
             max_message_size: crate::codec::DEFAULT_MAX_SIZE,
             max_nesting_depth: crate::codec::DEFAULT_MAX_DEPTH,
+            cbor_unit: crate::codec::CborUnit::Null,
             consumer_groups: HashMap::new(),
             dead_letter_exchange: None,
             subscriber_queue_size: 1024,

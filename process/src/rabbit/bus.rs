@@ -3,8 +3,8 @@
 //! Fan-out is the in-process bus's: every subscription has its own queue, so
 //! two subscriptions to one topic — in one process or in two — both get every
 //! message. Instances that should share work name a consumer group in config
-//! (`consumer-groups`). See the `rabbit_link`, `rabbit_publisher`,
-//! `rabbit_subscription` and `rabbit_requests` module docs for behaviour
+//! (`consumer-groups`). See the `link`, `publisher`,
+//! `subscription`, `requester` and `responder` module docs for behaviour
 //! under stress; in short: publishes fail (never vanish) while the broker is
 //! away, the bus reconnects with back-off and re-declares everything, and
 //! at-least-once messages outlive a lost connection.
@@ -31,11 +31,12 @@ use crate::codec;
 use crate::error::ConfigError;
 use crate::metrics::{BusHealth, Metrics};
 use crate::process_config::typed;
-use crate::rabbit_config::{DeliveryMode, RabbitMqConfig};
-use crate::rabbit_link::{Link, OnConnect};
-use crate::rabbit_publisher::{OutMessage, Publisher};
-use crate::rabbit_requests::{Requester, run_handler};
-use crate::rabbit_subscription::{self, QueuePlan};
+use crate::rabbit::config::{DeliveryMode, RabbitMqConfig};
+use crate::rabbit::link::{Link, OnConnect};
+use crate::rabbit::publisher::{OutMessage, Publisher};
+use crate::rabbit::requester::Requester;
+use crate::rabbit::responder::run_handler;
+use crate::rabbit::subscription::{self, QueuePlan};
 
 /// Longest a subscribe waits for its queue to be bound while connected.
 const BIND_WAIT: Duration = Duration::from_secs(5);
@@ -231,7 +232,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
                 bus: self.id.clone(),
             }));
         }
-        let body = match codec::encode_cbor(&*message) {
+        let body = match codec::encode_cbor_with(&*message, self.link.config.cbor_unit) {
             Ok(b) => b,
             Err(e) => return fail(e.to_string()),
         };
@@ -245,7 +246,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
         let persistent = self.link.config.delivery == DeliveryMode::AtLeastOnce;
         let seq = self.next_id.fetch_add(1, Ordering::Relaxed);
         let properties = BasicProperties::default()
-            .with_content_type(crate::rabbit_link::CBOR_CONTENT_TYPE.into())
+            .with_content_type(crate::rabbit::link::CBOR_CONTENT_TYPE.into())
             .with_message_id(format!("{}-{seq}", self.instance).into())
             .with_timestamp(
                 std::time::SystemTime::now()
@@ -278,7 +279,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
         let plan = self.queue_plan(&pattern);
         let link = self.link.clone();
         self.register(pattern, &self.subscriptions, move |pattern, stop, ready| {
-            rabbit_subscription::run(link, pattern, plan, sender, stop, ready)
+            subscription::run(link, pattern, plan, sender, stop, ready)
         })
     }
 

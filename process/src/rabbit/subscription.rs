@@ -40,8 +40,8 @@ use telamon_sdk::{Delivery, Pattern, SubscriptionSender};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::rabbit_config::DeliveryMode;
-use crate::rabbit_link::{Link, Live, backoff};
+use crate::rabbit::config::DeliveryMode;
+use crate::rabbit::link::{Link, Live, backoff};
 
 /// How a subscription's queue is declared.
 #[derive(Debug, Clone)]

@@ -21,8 +21,8 @@ use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Confirmation, PublisherConfirm};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::rabbit_config::DeliveryMode;
-use crate::rabbit_link::{Link, Live};
+use crate::rabbit::config::DeliveryMode;
+use crate::rabbit::link::{Link, Live};
 
 /// A message ready for the wire.
 #[derive(Clone)]

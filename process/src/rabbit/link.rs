@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::burst_log::BurstLog;
 use crate::codec::DecodeLimits;
 use crate::metrics::BusHealth;
-use crate::rabbit_config::{DeliveryMode, RabbitMqConfig, redact};
+use crate::rabbit::config::{DeliveryMode, RabbitMqConfig, redact};
 
 /// One established connection and the channels everyone shares.
 pub(crate) struct Live {
