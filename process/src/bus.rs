@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use config::Value;
+use telamon_sdk::bus::{BoxFuture, DropGuard, Publish, RequestSender, SubscriptionSender};
 use telamon_sdk::{
-    BoxFuture, DropGuard, FullPolicy, Pattern, Publish, RequestError, RequestSender,
-    SubscribeError, SubscriptionSender, Topic,
+    FullPolicy, Headers, Pattern, PublishError, RequestError, SubscribeError, Topic,
 };
 
 use crate::error::ConfigError;
@@ -49,7 +49,7 @@ pub trait Bus<M>: Send + Sync + 'static {
     fn id(&self) -> &str;
 
     /// Publishes to every matching subscription on this bus.
-    fn publish(&self, topic: Topic, message: Arc<M>) -> Publish<'_>;
+    fn publish(&self, topic: Topic, message: Arc<M>, headers: Headers) -> Publish<'_>;
 
     /// Registers a subscription queue for `pattern`.
     fn subscribe(
@@ -71,6 +71,7 @@ pub trait Bus<M>: Send + Sync + 'static {
         &self,
         topic: Topic,
         message: Arc<M>,
+        headers: Headers,
         timeout: Duration,
     ) -> BoxFuture<'_, Result<Arc<M>, RequestError>>;
 
@@ -85,6 +86,12 @@ pub trait Bus<M>: Send + Sync + 'static {
     fn wait_connected(&self, timeout: Duration) -> BoxFuture<'_, bool> {
         let _ = timeout;
         Box::pin(async { true })
+    }
+
+    /// Waits until everything published on this bus so far is confirmed
+    /// (RabbitMQ at-least-once); done at once where there is nothing to wait for.
+    fn flush(&self) -> BoxFuture<'_, Result<(), PublishError>> {
+        Box::pin(async { Ok(()) })
     }
 
     /// Closes the bus: subscriptions end, later publishes fail with `Closed`.

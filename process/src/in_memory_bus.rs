@@ -19,9 +19,12 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use config::Value;
 use serde::Deserialize;
+use telamon_sdk::bus::{
+    BoxFuture, DropGuard, Publish, RequestSender, SubscriptionSender, TryDeliver,
+};
 use telamon_sdk::{
-    BoxFuture, Delivery, DropGuard, FullPolicy, Pattern, Publish, PublishError, Request,
-    RequestError, RequestSender, Responder, SubscribeError, SubscriptionSender, Topic, TryDeliver,
+    Delivery, FullPolicy, Headers, Incoming, Pattern, PublishError, Request, RequestError,
+    Responder, SubscribeError, Topic,
 };
 
 use crate::bus::{Bus, BusClass, BusStats, QueueDefaults};
@@ -173,7 +176,7 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
         &self.shared.id
     }
 
-    fn publish(&self, topic: Topic, message: Arc<M>) -> Publish<'_> {
+    fn publish(&self, topic: Topic, message: Arc<M>, headers: Headers) -> Publish<'_> {
         if self.closed() {
             return Publish::ready(Err(PublishError::Closed {
                 bus: self.shared.id.clone(),
@@ -197,7 +200,10 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
         let mut previous: Option<&Arc<SubEntry<M>>> = None;
         for s in subs.iter().filter(|s| s.pattern.matches(topic.as_str())) {
             if let Some(p) = previous.replace(s) {
-                offer(p, Delivery::new(topic.clone(), message.clone()));
+                offer(
+                    p,
+                    Delivery::new(topic.clone(), message.clone()).with_headers(headers.clone()),
+                );
             }
         }
         let metrics_topic = if self.shared.metrics.enabled() {
@@ -206,7 +212,7 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
             None
         };
         if let Some(last) = previous {
-            offer(last, Delivery::new(topic, message));
+            offer(last, Delivery::new(topic, message).with_headers(headers));
         }
         drop(subs);
         if waiting.is_empty() {
@@ -249,6 +255,7 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
         &self,
         topic: Topic,
         message: Arc<M>,
+        headers: Headers,
         timeout: Duration,
     ) -> BoxFuture<'_, Result<Arc<M>, RequestError>> {
         let closed = self.closed();
@@ -276,7 +283,10 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
             let exchange = async {
                 if handler
                     .target
-                    .send(Request::new(topic.clone(), message, responder))
+                    .send(Incoming::new(
+                        Request::new(topic.clone(), message, headers),
+                        responder,
+                    ))
                     .await
                     .is_err()
                 {

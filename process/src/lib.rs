@@ -18,7 +18,8 @@
 //! impl Greeter {
 //!     async fn init(self: Arc<Self>, ctx: Context<Value>) -> Result<(), ModuleError> {
 //!         ctx.handle("greet", move |name| {
-//!             let text = format!("{}, {}!", self.greeting, name.as_str().unwrap_or("world"));
+//!             let name = name.message().as_str().unwrap_or("world").to_owned();
+//!             let text = format!("{}, {name}!", self.greeting);
 //!             async move { Ok::<_, HandlerError>(json!(text)) }
 //!         })
 //!         .await?;

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use telamon_sdk::{Pattern, QueueCounters, RequestError, Topic};
+use telamon_sdk::bus::QueueCounters;
+use telamon_sdk::{Pattern, RequestError, Topic};
 
 /// Counters of one topic.
 #[derive(Debug, Default)]

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use config::Config;
-use telamon_sdk::{Context, Lifecycle, Message, MessageBus, Module};
+use telamon_sdk::bus::{Lifecycle, MessageBus};
+use telamon_sdk::{Context, Message, Module};
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, BusClass, BusStats};
@@ -17,6 +18,9 @@ use crate::process_config::ProcessConfig;
 use crate::registration::{BuildError, Instance, Registration};
 use crate::router::Router;
 use crate::signal::shutdown_signal;
+
+/// Built module instances with their ids, in init order.
+type Instances<M> = Vec<(String, Box<dyn Instance<M>>)>;
 
 /// A process being assembled: config, module classes, bus classes.
 ///
@@ -97,7 +101,7 @@ impl<M: Message> Process<M> {
     /// The parsed config and a built (not yet initialised) instance of every
     /// configured module, so a config error anywhere stops startup before
     /// anything connects or runs.
-    fn plan(&self) -> Result<(ProcessConfig, Vec<(String, Box<dyn Instance<M>>)>), ProcessError> {
+    fn plan(&self) -> Result<(ProcessConfig, Instances<M>), ProcessError> {
         for (i, r) in self.registrations.iter().enumerate() {
             if self.registrations[..i].iter().any(|o| o.name == r.name) {
                 return Err(ProcessError::DuplicateClass(r.name.to_owned()));
@@ -131,7 +135,7 @@ impl<M: Message> Process<M> {
             self.class_of(&b.id, &b.class)?
                 .check(&b.id, b.config.clone())?;
         }
-        let mut instances: Vec<(String, Box<dyn Instance<M>>)> = Vec::new();
+        let mut instances: Instances<M> = Vec::new();
         for r in &self.registrations {
             for m in spec.modules.iter().filter(|m| m.class == r.name) {
                 match (r.build)(&m.id, m.config.clone()) {

@@ -3,6 +3,7 @@
 //! | file | holds |
 //! |---|---|
 //! | `config.rs` | what `[message-bus.<id>]` of this class reads |
+//! | `headers.rs` | message headers ↔ AMQP headers |
 //! | `link.rs` | the connection and its supervisor: connect, declare, reconnect |
 //! | `bus.rs` | the [`Bus`](crate::Bus) implementation that ties the rest together |
 //! | `publisher.rs` | publishing with the confirm window |
@@ -12,6 +13,7 @@
 
 mod bus;
 mod config;
+mod headers;
 mod link;
 mod publisher;
 mod requester;

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use config::Value;
-use telamon_sdk::{BoxFuture, Context, Message, Module, ModuleError};
+use telamon_sdk::bus::BoxFuture;
+use telamon_sdk::{Context, Message, Module, ModuleError};
 
 use crate::error::ConfigError;
 use crate::process_config::typed;

@@ -16,9 +16,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use telamon_sdk::bus::{BoxFuture, MessageBus, Publish, queue, request_queue};
 use telamon_sdk::{
-    BoxFuture, HandleOptions, MessageBus, Pattern, Publish, PublishError, RequestError,
-    RequestQueue, SubscribeError, SubscribeOptions, Subscription, Topic, queue, request_queue,
+    HandleOptions, Headers, Pattern, PublishError, RequestError, RequestQueue, SubscribeError,
+    SubscribeOptions, Subscription, Topic,
 };
 
 use crate::bus::Bus;
@@ -101,7 +102,7 @@ impl<M: Send + Sync + 'static> Router<M> {
 }
 
 impl<M: Send + Sync + 'static> MessageBus<M> for Router<M> {
-    fn publish(&self, topic: Topic, message: Arc<M>) -> Publish<'_> {
+    fn publish(&self, topic: Topic, message: Arc<M>, headers: Headers) -> Publish<'_> {
         let Some(route) = self.route_for(&topic) else {
             self.metrics.unrouted(&topic);
             return match self.unrouted {
@@ -116,12 +117,12 @@ impl<M: Send + Sync + 'static> MessageBus<M> for Router<M> {
         };
         self.metrics.published(&topic);
         if let [bus] = route.buses.as_slice() {
-            return bus.publish(topic, message);
+            return bus.publish(topic, message, headers);
         }
         let publishes: Vec<Publish<'_>> = route
             .buses
             .iter()
-            .map(|b| b.publish(topic.clone(), message.clone()))
+            .map(|b| b.publish(topic.clone(), message.clone(), headers.clone()))
             .collect();
         Publish::pending(async move {
             let mut first_error = None;
@@ -187,6 +188,7 @@ impl<M: Send + Sync + 'static> MessageBus<M> for Router<M> {
         &self,
         topic: Topic,
         message: Arc<M>,
+        headers: Headers,
         timeout: Duration,
     ) -> BoxFuture<'_, Result<Arc<M>, RequestError>> {
         Box::pin(async move {
@@ -201,7 +203,9 @@ impl<M: Send + Sync + 'static> MessageBus<M> for Router<M> {
                     });
                     for bus in &route.buses {
                         let left = timeout.saturating_sub(started.elapsed());
-                        result = match bus.request(topic.clone(), message.clone(), left).await {
+                        let asked =
+                            bus.request(topic.clone(), message.clone(), headers.clone(), left);
+                        result = match asked.await {
                             Err(RequestError::TimedOut { topic, .. }) => {
                                 Err(RequestError::TimedOut {
                                     topic,
@@ -224,5 +228,18 @@ impl<M: Send + Sync + 'static> MessageBus<M> for Router<M> {
 
     fn default_request_timeout(&self) -> Duration {
         self.request_timeout
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), PublishError>> {
+        Box::pin(async move {
+            let mut seen: Vec<&Arc<dyn Bus<M>>> = Vec::new();
+            for bus in self.routes.iter().flat_map(|r| r.buses.iter()) {
+                if !seen.iter().any(|b| Arc::ptr_eq(b, bus)) {
+                    seen.push(bus);
+                    bus.flush().await?;
+                }
+            }
+            Ok(())
+        })
     }
 }

@@ -15,6 +15,7 @@ use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use serde_json::{Value, json};
 use telamon_sdk::HandlerError;
+use telamon_sdk::Request;
 
 /// Small enough that the oversized shape stays cheap to send.
 const MAX_SIZE: usize = 64 * 1024;
@@ -87,7 +88,8 @@ async fn hostile_bodies_are_rejected_counted_and_valid_traffic_goes_on() {
     let p = start(&rabbit_toml(&exchange, "at-least-once", &extra)).await;
     let ctx = p.context("t");
     let mut sub = ctx.subscribe("data.#").await.unwrap();
-    ctx.handle("svc.echo", |m: std::sync::Arc<Value>| async move {
+    ctx.handle("svc.echo", |request: Request<Value>| async move {
+        let m = request.into_message();
         Ok::<_, HandlerError>((*m).clone())
     })
     .await

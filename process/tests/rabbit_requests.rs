@@ -2,13 +2,12 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::rabbit::{bindings, queues, rabbit_toml, require_broker, unique};
 use common::{start, within};
 use serde_json::{Value, json};
-use telamon_sdk::{HandlerError, RequestError};
+use telamon_sdk::{HandlerError, Headers, Request, RequestError, TRACEPARENT, TraceContext};
 
 #[tokio::test]
 async fn requests_cross_processes_with_answers_and_handler_errors() {
@@ -19,7 +18,8 @@ async fn requests_cross_processes_with_answers_and_handler_errors() {
     let client = start(&toml).await;
     server
         .context("calc")
-        .handle("calc.sqrt", |m: Arc<Value>| async move {
+        .handle("calc.sqrt", |request: Request<Value>| async move {
+            let m = request.into_message();
             let x = m
                 .as_f64()
                 .ok_or_else(|| HandlerError::new("not a number"))?;
@@ -44,6 +44,49 @@ async fn requests_cross_processes_with_answers_and_handler_errors() {
         vec![],
         "handler and reply queues are gone"
     );
+}
+
+/// A request made inside a trace continues it in a handler in another
+/// process; headers published in one process reach a subscriber in the other.
+#[tokio::test]
+async fn trace_context_and_headers_cross_processes() {
+    require_broker();
+    let exchange = unique("trace");
+    let toml = rabbit_toml(&exchange, "at-least-once", "");
+    let server = start(&toml).await;
+    let client = start(&toml).await;
+    let _ = server
+        .context("svc")
+        .handle("svc.who", |r: Request<Value>| async move {
+            let header = r.headers().get(TRACEPARENT).map(str::to_owned);
+            let current = TraceContext::current().map(|t| t.trace_id());
+            Ok::<_, HandlerError>(json!({"header": header, "current": current}))
+        })
+        .await
+        .unwrap();
+    let mut sub = server.context("svc").subscribe("news.#").await.unwrap();
+    let ctx = client.context("t");
+    let root = TraceContext::new_root();
+    let answer = root
+        .scope(ctx.request("svc.who", json!(null)))
+        .await
+        .unwrap();
+    let header = TraceContext::parse(answer["header"].as_str().unwrap()).unwrap();
+    assert_eq!(header.trace_id(), root.trace_id());
+    assert_eq!(
+        answer["current"],
+        json!(root.trace_id()),
+        "the handler runs in the trace"
+    );
+    root.scope(ctx.publish_with("news.x", json!(1), Headers::new().with("tenant", "acme")))
+        .await
+        .unwrap();
+    let d = within(sub.recv()).await.unwrap();
+    assert_eq!(d.headers().get("tenant"), Some("acme"));
+    let carried = TraceContext::from_headers(d.headers()).unwrap();
+    assert_eq!(carried.trace_id(), root.trace_id());
+    client.stop().await;
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -73,10 +116,10 @@ async fn a_thousand_requests_declare_nothing_per_request() {
     let toml = rabbit_toml(&exchange, "at-most-once", "");
     let p = start(&toml).await;
     let ctx = p.context("t");
-    ctx.handle(
-        "echo",
-        |m: Arc<Value>| async move { Ok::<_, HandlerError>(m) },
-    )
+    ctx.handle("echo", |request: Request<Value>| async move {
+        let m = request.into_message();
+        Ok::<_, HandlerError>(m)
+    })
     .await
     .unwrap();
     ctx.request("echo", json!(0)).await.unwrap();
@@ -107,7 +150,8 @@ async fn a_slow_handler_times_out_and_the_late_answer_is_dropped() {
     let p = start(&rabbit_toml(&exchange, "at-least-once", "")).await;
     let ctx = p.context("t");
     let (release, released) = tokio::sync::watch::channel(false);
-    ctx.handle("slow", move |m: Arc<Value>| {
+    ctx.handle("slow", move |request: Request<Value>| {
+        let m = request.into_message();
         let mut released = released.clone();
         async move {
             let _ = released.wait_for(|r| *r).await;

@@ -2,20 +2,18 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::{ONE_BUS, rss_bytes, start};
 use serde_json::{Value, json};
-use telamon_sdk::HandlerError;
+use telamon_sdk::{HandlerError, Request};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_thousand_requests_leave_subscriptions_and_memory_flat() {
     let process = start(ONE_BUS).await;
     let ctx = process.context("test");
-    ctx.handle(
-        "echo",
-        |m: Arc<Value>| async move { Ok::<_, HandlerError>(m) },
-    )
+    ctx.handle("echo", |request: Request<Value>| async move {
+        let m = request.into_message();
+        Ok::<_, HandlerError>(m)
+    })
     .await
     .unwrap();
     // Warm up allocator and runtime, then take the baseline.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{ONE_BUS, start, within};
 use serde_json::{Value, json};
-use telamon_sdk::{HandleOptions, HandlerError, RequestError};
+use telamon_sdk::{HandleOptions, HandlerError, Request, RequestError};
 use tokio::sync::Barrier;
 
 const SLOW_BUS: &str = "[message-bus.internal]\nclass = \"in-memory\"\n\n[message-router]\nrequest-timeout = \"300ms\"\n\n[[message-router.route]]\npattern = \"#\"\nbus = \"internal\"\n";
@@ -16,7 +16,8 @@ const SLOW_BUS: &str = "[message-bus.internal]\nclass = \"in-memory\"\n\n[messag
 async fn a_handler_answers_and_its_errors_reach_the_requester() {
     let process = start(ONE_BUS).await;
     let ctx = process.context("test");
-    ctx.handle("math.halve", |m: Arc<Value>| async move {
+    ctx.handle("math.halve", |request: Request<Value>| async move {
+        let m = request.into_message();
         let n = m
             .as_i64()
             .ok_or_else(|| HandlerError::new("not a number"))?;
@@ -104,7 +105,8 @@ async fn handlers_run_concurrently() {
     ctx.handle_with(
         "meet",
         HandleOptions::new().concurrency(3),
-        move |m: Arc<Value>| {
+        move |request: Request<Value>| {
+            let m = request.into_message();
             let barrier = barrier.clone();
             async move {
                 barrier.wait().await;
@@ -133,7 +135,8 @@ async fn handlers_run_concurrently() {
 async fn a_panicking_handler_answers_with_an_error_and_keeps_serving() {
     let process = start(ONE_BUS).await;
     let ctx = process.context("test");
-    ctx.handle("fragile", |m: Arc<Value>| async move {
+    ctx.handle("fragile", |request: Request<Value>| async move {
+        let m = request.into_message();
         if *m == json!("boom") {
             panic!("asked to explode");
         }
@@ -157,7 +160,8 @@ async fn a_panicking_handler_answers_with_an_error_and_keeps_serving() {
 async fn a_handler_that_panics_before_its_future_exists_also_answers_with_an_error() {
     let process = start(ONE_BUS).await;
     let ctx = process.context("test");
-    ctx.handle("eager", |m: Arc<Value>| {
+    ctx.handle("eager", |request: Request<Value>| {
+        let m = request.into_message();
         if *m == json!("boom") {
             panic!("panicked while building the future");
         }
@@ -184,7 +188,8 @@ async fn stop_lets_a_request_in_flight_finish() {
     let (entered_tx, entered_rx) = tokio::sync::oneshot::channel::<()>();
     let entered_tx = std::sync::Mutex::new(Some(entered_tx));
     let (release_tx, release_rx) = tokio::sync::watch::channel(false);
-    ctx.handle("work", move |m: Arc<Value>| {
+    ctx.handle("work", move |request: Request<Value>| {
+        let m = request.into_message();
         if let Some(tx) = entered_tx.lock().unwrap().take() {
             let _ = tx.send(());
         }

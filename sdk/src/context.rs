@@ -7,17 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use futures_util::StreamExt;
-use futures_util::future::Either;
-use futures_util::stream::FuturesUnordered;
 
 use crate::bus::MessageBus;
 use crate::error::{HandlerError, PublishError, RequestError, SubscribeError};
+use crate::handler::{self, HandlerHandle, panic_text};
+use crate::headers::Headers;
 use crate::lifecycle::Lifecycle;
 use crate::pattern::IntoPattern;
-use crate::request::{HandleOptions, RequestQueue};
+use crate::request::{HandleOptions, Request, RequestOptions, RequestQueue};
 use crate::subscription::{SubscribeOptions, Subscription};
 use crate::topic::IntoTopic;
+use crate::trace_context::TraceContext;
 
 /// A module's handle on the process. Cheap to clone; clone it into tasks.
 pub struct Context<M> {
@@ -70,14 +70,38 @@ impl<M: Send + Sync + 'static> Context<M> {
     /// Publishes a message to every subscription whose pattern matches `topic`.
     ///
     /// Fails when the topic is invalid, no route matches it, or the bus cannot
-    /// take the message; it never reports success for a message that went nowhere.
+    /// take the message; it never reports success for a message that went
+    /// nowhere. What `Ok` promises depends on the bus: in-process, every
+    /// matching subscription queue has the message; RabbitMQ at-least-once,
+    /// the broker has it or the bus holds it for re-sending until it confirms
+    /// (see [`flush`](Self::flush) to wait for the confirms). Inside a trace
+    /// ([`TraceContext`]) the message carries its `traceparent`.
     pub async fn publish(
         &self,
         topic: impl IntoTopic,
         message: impl Into<Arc<M>>,
     ) -> Result<(), PublishError> {
+        self.publish_with(topic, message, Headers::new()).await
+    }
+
+    /// [`publish`](Self::publish) with headers.
+    pub async fn publish_with(
+        &self,
+        topic: impl IntoTopic,
+        message: impl Into<Arc<M>>,
+        headers: Headers,
+    ) -> Result<(), PublishError> {
         let topic = topic.into_topic()?;
-        self.inner.bus.publish(topic, message.into()).await
+        let headers = TraceContext::propagate(headers);
+        self.inner.bus.publish(topic, message.into(), headers).await
+    }
+
+    /// Waits until every message this process published so far is as safe as
+    /// its bus makes it: on RabbitMQ at-least-once, confirmed by the broker.
+    /// Fails if a bus cannot confirm them now (the broker is away; they are
+    /// kept and re-sent on the next connection).
+    pub async fn flush(&self) -> Result<(), PublishError> {
+        self.inner.bus.flush().await
     }
 
     /// Subscribes to `pattern` with the bus defaults for queue size and policy.
@@ -105,8 +129,8 @@ impl<M: Send + Sync + 'static> Context<M> {
         topic: impl IntoTopic,
         message: impl Into<Arc<M>>,
     ) -> Result<Arc<M>, RequestError> {
-        let timeout = self.inner.bus.default_request_timeout();
-        self.request_with_timeout(topic, message, timeout).await
+        self.request_with(topic, message, RequestOptions::new())
+            .await
     }
 
     /// Sends a request and waits for the response, up to `timeout`.
@@ -116,24 +140,45 @@ impl<M: Send + Sync + 'static> Context<M> {
         message: impl Into<Arc<M>>,
         timeout: Duration,
     ) -> Result<Arc<M>, RequestError> {
-        let topic = topic.into_topic()?;
-        self.inner.bus.request(topic, message.into(), timeout).await
+        self.request_with(topic, message, RequestOptions::new().timeout(timeout))
+            .await
     }
 
-    /// Answers requests on topics matching `pattern` with `handler`.
+    /// Sends a request with a timeout and headers of its own. Inside a trace
+    /// ([`TraceContext`]) the request carries its `traceparent`, so the
+    /// handler — in this process or another — continues the trace.
+    pub async fn request_with(
+        &self,
+        topic: impl IntoTopic,
+        message: impl Into<Arc<M>>,
+        options: RequestOptions,
+    ) -> Result<Arc<M>, RequestError> {
+        let topic = topic.into_topic()?;
+        let (timeout, headers) = options.into_parts();
+        let timeout = timeout.unwrap_or_else(|| self.inner.bus.default_request_timeout());
+        let headers = TraceContext::propagate(headers);
+        self.inner
+            .bus
+            .request(topic, message.into(), headers, timeout)
+            .await
+    }
+
+    /// Answers requests on topics matching `pattern` with `handler`, which
+    /// sees each [`Request`]: its topic, message and headers.
     ///
     /// The handler is registered before this returns, so a request made after
     /// it (by any module) finds it. Requests are served at once — not only after
-    /// every module is initialised — up to 32 at a time; an `Err` reaches the
-    /// requester as [`RequestError::Handler`]; a panic is caught, logged and
-    /// answered as a handler error.
+    /// every module is initialised — up to 32 at a time, each call its own
+    /// task; an `Err` reaches the requester as [`RequestError::Handler`]; a
+    /// panic is caught, logged and answered as a handler error. The returned
+    /// handle removes the handler; dropping it leaves the handler registered.
     pub async fn handle<F, Fut, R>(
         &self,
         pattern: impl IntoPattern,
         handler: F,
-    ) -> Result<(), SubscribeError>
+    ) -> Result<HandlerHandle, SubscribeError>
     where
-        F: Fn(Arc<M>) -> Fut + Send + Sync + 'static,
+        F: Fn(Request<M>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, HandlerError>> + Send + 'static,
         R: Into<Arc<M>> + Send + 'static,
     {
@@ -147,22 +192,20 @@ impl<M: Send + Sync + 'static> Context<M> {
         pattern: impl IntoPattern,
         options: HandleOptions,
         handler: F,
-    ) -> Result<(), SubscribeError>
+    ) -> Result<HandlerHandle, SubscribeError>
     where
-        F: Fn(Arc<M>) -> Fut + Send + Sync + 'static,
+        F: Fn(Request<M>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, HandlerError>> + Send + 'static,
         R: Into<Arc<M>> + Send + 'static,
     {
         let queue = self.request_queue(pattern, options).await?;
-        let concurrency = options.concurrency_or_default();
-        let lifecycle = self.inner.lifecycle.clone();
-        let id = self.inner.id.clone();
-        let handle =
-            lifecycle
-                .tracker()
-                .spawn(serve(queue, concurrency, handler, lifecycle.clone(), id));
-        lifecycle.remember(handle.abort_handle());
-        Ok(())
+        Ok(handler::spawn(
+            queue,
+            options.concurrency_or_default(),
+            handler,
+            self.inner.lifecycle.clone(),
+            self.inner.id.clone(),
+        ))
     }
 
     /// Registers for requests on `pattern` and hands back the raw queue, for
@@ -241,79 +284,4 @@ impl<M: Send + Sync + 'static> Context<M> {
     pub async fn stopping(&self) {
         self.inner.lifecycle.shutdown_token().cancelled().await
     }
-}
-
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        s
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s
-    } else {
-        "(non-text panic)"
-    }
-}
-
-/// The loop behind [`Context::handle`]: up to `concurrency` handler calls at once;
-/// at stop, takes no more requests and finishes the ones in flight (dropping
-/// those whose requester already stopped waiting).
-async fn serve<M, F, Fut, R>(
-    mut queue: RequestQueue<M>,
-    concurrency: usize,
-    handler: F,
-    lifecycle: Arc<Lifecycle>,
-    id: String,
-) where
-    M: Send + Sync + 'static,
-    F: Fn(Arc<M>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<R, HandlerError>> + Send + 'static,
-    R: Into<Arc<M>> + Send + 'static,
-{
-    let mut in_flight = FuturesUnordered::new();
-    let call = |request: crate::request::Request<M>| {
-        let (topic, message, mut responder) = request.into_parts();
-        // A panic while building the future counts like one while running it.
-        let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(message))) {
-            Ok(fut) => Either::Left(AssertUnwindSafe(fut).catch_unwind()),
-            Err(panic) => Either::Right(std::future::ready(Err(panic))),
-        };
-        let lifecycle = lifecycle.clone();
-        let id = id.as_str();
-        async move {
-            // At stop, a call whose requester already gave up is dropped
-            // rather than waited for; otherwise calls run to completion.
-            let abandoned = async {
-                lifecycle.shutdown_token().cancelled().await;
-                responder.closed().await;
-            };
-            let outcome = tokio::select! {
-                biased;
-                outcome = fut => Some(outcome),
-                _ = abandoned => None,
-            };
-            let reply = match outcome {
-                None => return,
-                Some(Ok(r)) => r.map(Into::into),
-                Some(Err(panic)) => {
-                    lifecycle.count_panic();
-                    let text = panic_text(&*panic).to_owned();
-                    tracing::error!(module = %id, topic = %topic, panic = %text, "request handler panicked");
-                    Err(HandlerError::new(format!("handler panicked: {text}")).with_code("panic"))
-                }
-            };
-            responder.send(reply);
-        }
-    };
-    loop {
-        tokio::select! {
-            biased;
-            _ = lifecycle.shutdown_token().cancelled() => break,
-            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-            request = queue.recv(), if in_flight.len() < concurrency => match request {
-                Some(request) => in_flight.push(call(request)),
-                None => break,
-            },
-        }
-    }
-    queue.close();
-    while in_flight.next().await.is_some() {}
 }

@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
+use crate::headers::Headers;
 use crate::topic::Topic;
 
-/// A message and the topic it was published on.
+/// A message, the topic it was published on, and its headers.
 ///
 /// On the in-process bus every subscriber's `Delivery` points at the same
 /// `Arc<M>`: nothing is serialised or cloned per subscriber.
@@ -13,6 +14,7 @@ pub struct Delivery<M> {
     topic: Topic,
     message: Arc<M>,
     id: Option<Arc<str>>,
+    headers: Headers,
 }
 
 impl<M> Clone for Delivery<M> {
@@ -21,6 +23,7 @@ impl<M> Clone for Delivery<M> {
             topic: self.topic.clone(),
             message: self.message.clone(),
             id: self.id.clone(),
+            headers: self.headers.clone(),
         }
     }
 }
@@ -32,7 +35,19 @@ impl<M> Delivery<M> {
             topic,
             message,
             id: None,
+            headers: Headers::new(),
         }
+    }
+
+    /// Adds the headers the message was published with.
+    pub fn with_headers(mut self, headers: Headers) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// The headers the message was published with.
+    pub fn headers(&self) -> &Headers {
+        &self.headers
     }
 
     /// Adds the message id a bus carried (e.g. the AMQP `message-id`).

@@ -38,7 +38,7 @@
 //!             }
 //!         });
 //!         let me = self.clone();
-//!         ctx.handle("sum.total", move |_req| {
+//!         let _ = ctx.handle("sum.total", move |_request| {
 //!             let total = *me.total.lock().unwrap();
 //!             async move { Ok::<_, HandlerError>(Msg::Total(total)) }
 //!         })
@@ -59,40 +59,43 @@
 //! | [`Context`] | publish, subscribe, request, handle, run tasks, stop |
 //! | [`Topic`], [`Pattern`] | dot-separated words; `*` one word, `#` zero or more (AMQP) |
 //! | [`Subscription`], [`SubscribeOptions`], [`FullPolicy`] | bounded queues and what happens when full |
+//! | [`Request`], [`HandlerHandle`], [`HandleOptions`], [`RequestOptions`] | what a handler sees; removing a handler; queue size, concurrency, timeouts |
+//! | [`Headers`], [`TraceContext`] | key/value headers on messages and requests; W3C `traceparent` across processes |
 //! | [`RequestError`], [`HandlerError`] | typed request failures: timed out, no responder, handler error |
-//! | [`MessageBus`] and the queue types | the seam buses implement (for `telamon-process`) |
+//! | [`bus`] | the seam buses implement (for `telamon-process`), kept apart from the above |
 
-mod bus;
+pub mod bus;
 mod context;
 mod delivery;
 mod drop_guard;
 mod error;
+mod handler;
+mod headers;
 mod lifecycle;
 mod message;
 mod module;
 mod pattern;
+mod publish;
 mod request;
 mod subscription;
 mod topic;
+mod trace_context;
 
-pub use bus::{BoxFuture, MessageBus, Publish};
 pub use context::Context;
 pub use delivery::Delivery;
-pub use drop_guard::DropGuard;
 pub use error::{
     HandlerError, ModuleError, PublishError, RequestError, SubscribeError, TopicError,
 };
-pub use lifecycle::Lifecycle;
+pub use handler::HandlerHandle;
+pub use headers::Headers;
 pub use message::Message;
 pub use module::Module;
 pub use pattern::{IntoPattern, Pattern};
 pub use request::{
-    DEFAULT_HANDLER_CONCURRENCY, HandleOptions, Reply, Request, RequestQueue, RequestSender,
-    Responder, request_queue,
+    DEFAULT_HANDLER_CONCURRENCY, HandleOptions, Incoming, Reply, Request, RequestOptions,
+    RequestQueue, Responder,
 };
-pub use subscription::{
-    FullPolicy, QueueCounters, SubscribeOptions, Subscription, SubscriptionSender, TryDeliver,
-    queue,
-};
+pub use subscription::{FullPolicy, SubscribeOptions, Subscription};
 pub use telamon_sdk_macros::module;
 pub use topic::{IntoTopic, MAX_TOPIC_LEN, Topic};
+pub use trace_context::{TRACEPARENT, TraceContext};

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::drop_guard::DropGuard;
 use crate::error::HandlerError;
+use crate::headers::Headers;
 use crate::pattern::Pattern;
 use crate::topic::Topic;
 
@@ -59,28 +60,40 @@ impl<M> fmt::Debug for Responder<M> {
     }
 }
 
-/// One request: the topic, the message and the way back.
+/// A request as its handler sees it: the topic it was made on (a handler
+/// registered on a pattern answers many), the message, and its headers.
 pub struct Request<M> {
     topic: Topic,
     message: Arc<M>,
-    responder: Responder<M>,
+    headers: Headers,
+}
+
+impl<M> Clone for Request<M> {
+    fn clone(&self) -> Self {
+        Request {
+            topic: self.topic.clone(),
+            message: self.message.clone(),
+            headers: self.headers.clone(),
+        }
+    }
 }
 
 impl<M> fmt::Debug for Request<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Request")
             .field("topic", &self.topic)
-            .finish()
+            .field("headers", &self.headers)
+            .finish_non_exhaustive()
     }
 }
 
 impl<M> Request<M> {
-    /// Builds a request (for bus implementations).
-    pub fn new(topic: Topic, message: Arc<M>, responder: Responder<M>) -> Self {
+    /// A request on `topic` (buses build these).
+    pub fn new(topic: Topic, message: Arc<M>, headers: Headers) -> Self {
         Request {
             topic,
             message,
-            responder,
+            headers,
         }
     }
 
@@ -94,13 +107,60 @@ impl<M> Request<M> {
         &self.message
     }
 
-    /// Splits into its parts.
-    pub fn into_parts(self) -> (Topic, Arc<M>, Responder<M>) {
-        (self.topic, self.message, self.responder)
+    /// The request's headers.
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// The message alone.
+    pub fn into_message(self) -> Arc<M> {
+        self.message
+    }
+
+    /// Splits into topic, message and headers.
+    pub fn into_parts(self) -> (Topic, Arc<M>, Headers) {
+        (self.topic, self.message, self.headers)
+    }
+}
+
+/// A request waiting in a handler's [`RequestQueue`], with the way back to
+/// its requester.
+pub struct Incoming<M> {
+    request: Request<M>,
+    responder: Responder<M>,
+}
+
+impl<M> fmt::Debug for Incoming<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Incoming")
+            .field("request", &self.request)
+            .field("responder", &self.responder)
+            .finish()
+    }
+}
+
+impl<M> Incoming<M> {
+    /// Pairs a request with its responder (buses build these).
+    pub fn new(request: Request<M>, responder: Responder<M>) -> Self {
+        Incoming { request, responder }
+    }
+
+    /// The request.
+    pub fn request(&self) -> &Request<M> {
+        &self.request
+    }
+
+    /// Splits into the request and the way back.
+    pub fn into_parts(self) -> (Request<M>, Responder<M>) {
+        (self.request, self.responder)
     }
 }
 
 /// Options of a request handler; `None` fields take the bus defaults.
+///
+/// Concurrency *N* means up to *N* calls of the handler at once, each its own
+/// task: a call that blocks its thread for a while holds up only itself (on
+/// a multi-threaded runtime the others go on on other threads).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HandleOptions {
     capacity: Option<usize>,
@@ -141,8 +201,38 @@ impl HandleOptions {
     }
 }
 
+/// Options of one request: a timeout other than the configured one, headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestOptions {
+    timeout: Option<std::time::Duration>,
+    headers: Headers,
+}
+
+impl RequestOptions {
+    /// The configured timeout, no headers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Waits at most this long for the response.
+    pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sends these headers with the request.
+    pub fn headers(mut self, headers: Headers) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    pub(crate) fn into_parts(self) -> (Option<std::time::Duration>, Headers) {
+        (self.timeout, self.headers)
+    }
+}
+
 /// The bus side of a handler's queue.
-pub struct RequestSender<M>(mpsc::Sender<Request<M>>);
+pub struct RequestSender<M>(mpsc::Sender<Incoming<M>>);
 
 impl<M> Clone for RequestSender<M> {
     fn clone(&self) -> Self {
@@ -160,7 +250,7 @@ impl<M> fmt::Debug for RequestSender<M> {
 
 impl<M: Send + Sync + 'static> RequestSender<M> {
     /// Queues a request, waiting for room. Gives it back if the handler is gone.
-    pub async fn send(&self, request: Request<M>) -> Result<(), Request<M>> {
+    pub async fn send(&self, request: Incoming<M>) -> Result<(), Incoming<M>> {
         match self.0.try_send(request) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Closed(r)) => Err(r),
@@ -177,7 +267,7 @@ impl<M: Send + Sync + 'static> RequestSender<M> {
 /// A handler's end: requests for one pattern, from every bus of its route.
 pub struct RequestQueue<M> {
     pattern: Pattern,
-    rx: mpsc::Receiver<Request<M>>,
+    rx: mpsc::Receiver<Incoming<M>>,
     guards: Vec<DropGuard>,
 }
 
@@ -204,7 +294,7 @@ pub fn request_queue<M>(pattern: Pattern, capacity: usize) -> (RequestSender<M>,
 
 impl<M: Send + Sync + 'static> RequestQueue<M> {
     /// The next request; `None` once every bus closed the queue.
-    pub async fn recv(&mut self) -> Option<Request<M>> {
+    pub async fn recv(&mut self) -> Option<Incoming<M>> {
         self.rx.recv().await
     }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Deserialize;
-use telamon_sdk::{Context, HandlerError, ModuleError, module};
+use telamon_sdk::{Context, HandlerError, ModuleError, Request, module};
 
 use crate::message::Wire;
 
@@ -23,7 +23,8 @@ impl Ponger {
         let done = Arc::new(AtomicU64::new(0));
         let stop_after = self.stop_after;
         let (echoed, stopper) = (done.clone(), ctx.clone());
-        ctx.handle("pong.echo", move |m: Arc<Wire>| {
+        ctx.handle("pong.echo", move |request: Request<Wire>| {
+            let m = request.into_message();
             let (echoed, stopper) = (echoed.clone(), stopper.clone());
             async move {
                 match &*m {

@@ -58,8 +58,10 @@ pub(crate) async fn fan_out(
 pub(crate) async fn request(n: u64, in_flight: usize) -> anyhow::Result<Measurement> {
     let process = start(1024).await?;
     let ctx = process.context("bench");
-    ctx.handle("perf.request", |m| async move { Ok::<_, HandlerError>(m) })
-        .await?;
+    ctx.handle("perf.request", |r| async move {
+        Ok::<_, HandlerError>(r.into_message())
+    })
+    .await?;
     let topic = Topic::new("perf.request")?;
     let (ctx, topic) = (&ctx, &topic);
     let clock = RequestClock::new(n)
@@ -133,8 +135,10 @@ pub(crate) async fn rabbit_one_to_one(n: u64, at_least_once: bool) -> anyhow::Re
 pub(crate) async fn rabbit_request(n: u64) -> anyhow::Result<Measurement> {
     let process = start_rabbit(&crate::broker::unique("telamonreq"), "at-least-once").await?;
     let ctx = process.context("bench");
-    ctx.handle("perf.request", |m| async move { Ok::<_, HandlerError>(m) })
-        .await?;
+    ctx.handle("perf.request", |r| async move {
+        Ok::<_, HandlerError>(r.into_message())
+    })
+    .await?;
     let topic = Topic::new("perf.request")?;
     let (ctx, topic) = (&ctx, &topic);
     let clock = RequestClock::new(n)

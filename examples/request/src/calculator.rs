@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use telamon_sdk::{Context, HandlerError, ModuleError, module};
+use telamon_sdk::{Context, HandlerError, ModuleError, Request, module};
 
 use crate::message::Calc;
 
@@ -18,7 +18,8 @@ pub(crate) struct Calculator {
 #[module(name = "calculator", message = Calc, description = "divides, slowly if asked")]
 impl Calculator {
     async fn init(self: Arc<Self>, ctx: Context<Calc>) -> Result<(), ModuleError> {
-        ctx.handle("calc.divide", |request: Arc<Calc>| async move {
+        ctx.handle("calc.divide", |request: Request<Calc>| async move {
+            let request = request.into_message();
             match *request {
                 Calc::Divide { b: 0.0, .. } => {
                     Err(HandlerError::new("division by zero").with_code("div-zero"))

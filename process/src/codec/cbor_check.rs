@@ -141,10 +141,10 @@ pub(super) fn check(bytes: &[u8], max_depth: usize) -> Result<(), CodecError> {
                 }
                 // Every item takes at least one byte: a longer count is a lie
                 // (and would otherwise reserve memory for it).
-                if let Open::Items(n) = container {
-                    if n > r.left() {
-                        return Err(r.malformed("declared length runs past the end"));
-                    }
+                if let Open::Items(n) = container
+                    && n > r.left()
+                {
+                    return Err(r.malformed("declared length runs past the end"));
                 }
                 open.push(container);
                 continue;

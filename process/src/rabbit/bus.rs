@@ -18,10 +18,8 @@ use config::Value;
 use lapin::BasicProperties;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use telamon_sdk::{
-    BoxFuture, DropGuard, Pattern, Publish, PublishError, RequestError, RequestSender,
-    SubscribeError, SubscriptionSender, Topic,
-};
+use telamon_sdk::bus::{BoxFuture, DropGuard, Publish, RequestSender, SubscriptionSender};
+use telamon_sdk::{Headers, Pattern, PublishError, RequestError, SubscribeError, Topic};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -219,7 +217,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
         &self.id
     }
 
-    fn publish(&self, topic: Topic, message: Arc<M>) -> Publish<'_> {
+    fn publish(&self, topic: Topic, message: Arc<M>, headers: Headers) -> Publish<'_> {
         let fail = |reason: String| {
             Publish::ready(Err(PublishError::Bus {
                 bus: self.id.clone(),
@@ -243,9 +241,13 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
                 body.len()
             ));
         }
+        let table = match super::headers::encode(&headers) {
+            Ok(t) => t,
+            Err(e) => return fail(e),
+        };
         let persistent = self.link.config.delivery == DeliveryMode::AtLeastOnce;
         let seq = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let properties = BasicProperties::default()
+        let mut properties = BasicProperties::default()
             .with_content_type(crate::rabbit::link::CBOR_CONTENT_TYPE.into())
             .with_message_id(format!("{}-{seq}", self.instance).into())
             .with_timestamp(
@@ -254,6 +256,9 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
                     .map_or(0, |d| d.as_secs()),
             )
             .with_delivery_mode(if persistent { 2 } else { 1 });
+        if let Some(table) = table {
+            properties = properties.with_headers(table);
+        }
         let out = OutMessage {
             routing_key: topic.as_str().to_owned(),
             body: Arc::new(body),
@@ -298,6 +303,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
         &self,
         topic: Topic,
         message: Arc<M>,
+        headers: Headers,
         timeout: Duration,
     ) -> BoxFuture<'_, Result<Arc<M>, RequestError>> {
         Box::pin(async move {
@@ -306,7 +312,25 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
                     bus: self.id.clone(),
                 });
             }
-            self.requester.request(topic, message, timeout).await
+            self.requester
+                .request(topic, message, headers, timeout)
+                .await
+        })
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), PublishError>> {
+        Box::pin(async move {
+            self.publisher.settled().await;
+            match self.publisher.outstanding() {
+                0 => Ok(()),
+                n => Err(PublishError::Bus {
+                    bus: self.id.clone(),
+                    topic: String::new(),
+                    reason: format!(
+                        "{n} published messages are not confirmed: the connection is gone (they are re-sent on the next one)"
+                    ),
+                }),
+            }
         })
     }
 

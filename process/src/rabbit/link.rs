@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use lapin::options::{ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties, Event, ExchangeKind};
-use telamon_sdk::BoxFuture;
+use telamon_sdk::bus::BoxFuture;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -114,13 +114,13 @@ impl Link {
     ) -> Result<(telamon_sdk::Topic, M), String> {
         let topic =
             telamon_sdk::Topic::new(delivery.routing_key.as_str()).map_err(|e| e.to_string())?;
-        if let Some(kind) = delivery.properties.content_type() {
-            if kind.as_str() != CBOR_CONTENT_TYPE {
-                return Err(format!(
-                    "content type `{}` is not `{CBOR_CONTENT_TYPE}`",
-                    kind.as_str()
-                ));
-            }
+        if let Some(kind) = delivery.properties.content_type()
+            && kind.as_str() != CBOR_CONTENT_TYPE
+        {
+            return Err(format!(
+                "content type `{}` is not `{CBOR_CONTENT_TYPE}`",
+                kind.as_str()
+            ));
         }
         let message =
             crate::codec::decode_cbor(&delivery.data, &self.limits).map_err(|e| e.to_string())?;

@@ -29,7 +29,7 @@ use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptio
 use lapin::types::FieldTable;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use telamon_sdk::{HandlerError, RequestError, Topic};
+use telamon_sdk::{HandlerError, Headers, RequestError, Topic};
 use tokio::sync::{oneshot, watch};
 
 use crate::codec;
@@ -181,6 +181,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Requester<M> {
         &self,
         topic: Topic,
         message: Arc<M>,
+        headers: Headers,
         timeout: Duration,
     ) -> Result<Arc<M>, RequestError> {
         let bus_error = |reason: String| RequestError::Bus {
@@ -200,6 +201,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Requester<M> {
                 self.link.config.max_message_size
             )));
         }
+        let header_table = super::headers::encode(&headers).map_err(bus_error)?;
         let work = async {
             let reply_to = self
                 .reply_queue_for(&live, timeout)
@@ -215,13 +217,16 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Requester<M> {
                 requester: self,
                 id,
             };
-            let properties = BasicProperties::default()
+            let mut properties = BasicProperties::default()
                 .with_content_type(CBOR_CONTENT_TYPE.into())
                 .with_correlation_id(id.to_string().into())
                 .with_reply_to(reply_to.into())
                 .with_message_id(format!("{}-r{id}", self.instance).into())
                 .with_timestamp(unix_seconds())
                 .with_expiration(timeout.as_millis().max(1).to_string().into());
+            if let Some(table) = header_table.clone() {
+                properties = properties.with_headers(table);
+            }
             let confirm = live
                 .request
                 .basic_publish(

@@ -26,7 +26,8 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use telamon_sdk::{HandlerError, Pattern, Request, RequestSender, Responder};
+use telamon_sdk::bus::RequestSender;
+use telamon_sdk::{HandlerError, Incoming, Pattern, Request, Responder};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -160,11 +161,12 @@ pub(crate) async fn run_handler<M: Serialize + DeserializeOwned + Send + Sync + 
                     continue;
                 }
             };
+            let headers = super::headers::decode(delivery.properties.headers().as_ref());
             let (responder, answer) = Responder::channel();
             let queued = tokio::select! {
                 biased;
                 _ = stop.cancelled() => false,
-                queued = sender.send(Request::new(topic, Arc::new(message), responder)) => queued.is_ok(),
+                queued = sender.send(Incoming::new(Request::new(topic, Arc::new(message), headers), responder)) => queued.is_ok(),
             };
             if !queued {
                 // The handler is gone: say so rather than leave the requester to time out.

@@ -36,7 +36,8 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Consumer};
 use serde::de::DeserializeOwned;
-use telamon_sdk::{Delivery, Pattern, SubscriptionSender};
+use telamon_sdk::bus::SubscriptionSender;
+use telamon_sdk::{Delivery, Pattern};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -283,7 +284,8 @@ pub(crate) async fn run<M: DeserializeOwned + Send + Sync + 'static>(
                     continue;
                 }
             };
-            let mut d = Delivery::new(topic, Arc::new(message));
+            let headers = super::headers::decode(delivery.properties.headers().as_ref());
+            let mut d = Delivery::new(topic, Arc::new(message)).with_headers(headers);
             if let Some(id) = delivery.properties.message_id() {
                 d = d.with_id(id.as_str());
             }
