@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 
 /// Queue defaults a bus gives subscriptions and handlers that set none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct QueueDefaults {
     /// Subscription queue capacity.
     pub capacity: usize,
@@ -25,6 +26,7 @@ pub struct QueueDefaults {
 
 /// What a bus reports about itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BusStats {
     /// Live subscriptions.
     pub subscriptions: usize,
@@ -36,6 +38,9 @@ pub struct BusStats {
     pub reconnects: u64,
     /// Bodies that could not be decoded and were rejected.
     pub malformed: u64,
+    /// Set while the broker refuses this bus's config: the key and what the
+    /// broker said (the bus keeps retrying).
+    pub refused: Option<String>,
 }
 
 /// A bus: carries messages and requests for the topics the router gives it.
@@ -81,11 +86,12 @@ pub trait Bus<M>: Send + Sync + 'static {
     /// Current counts.
     fn stats(&self) -> BusStats;
 
-    /// Waits up to `timeout` until the bus can carry messages; `true` if it can.
-    /// In-process buses always can.
-    fn wait_connected(&self, timeout: Duration) -> BoxFuture<'_, bool> {
+    /// Waits up to `timeout` until the bus can carry messages: `Ok(true)` if
+    /// it can, `Ok(false)` if its broker is not there yet, `Err` naming the key
+    /// if its broker refuses the config. In-process buses always can.
+    fn wait_connected(&self, timeout: Duration) -> BoxFuture<'_, Result<bool, ConfigError>> {
         let _ = timeout;
-        Box::pin(async { true })
+        Box::pin(async { Ok(true) })
     }
 
     /// Waits until everything published on this bus so far is confirmed
@@ -95,7 +101,10 @@ pub trait Bus<M>: Send + Sync + 'static {
     }
 
     /// Closes the bus: subscriptions end, later publishes fail with `Closed`.
-    fn shutdown(&self) -> BoxFuture<'_, ()>;
+    /// Waits up to `deadline` for what is in flight (RabbitMQ: publisher
+    /// confirms) and returns how many published messages were never
+    /// confirmed (0 where nothing is confirmed).
+    fn shutdown(&self, deadline: Duration) -> BoxFuture<'_, usize>;
 }
 
 /// Builds buses of one `class` from their `[message-bus.<id>]` tables.

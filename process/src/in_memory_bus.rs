@@ -330,14 +330,15 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
             connected: !self.closed(),
             reconnects: 0,
             malformed: 0,
+            refused: None,
         }
     }
 
-    fn shutdown(&self) -> BoxFuture<'_, ()> {
+    fn shutdown(&self, _deadline: Duration) -> BoxFuture<'_, usize> {
         self.shared.closed.store(true, Ordering::Release);
         self.shared.subs.0.store(Arc::new(Vec::new()));
         self.shared.handlers.0.store(Arc::new(Vec::new()));
-        Box::pin(async {})
+        Box::pin(async { 0 })
     }
 }
 

@@ -193,12 +193,17 @@ impl<M: Message> Process<M> {
             }
         }
         for bus in &buses {
-            if !bus.wait_connected(spec.process.connect_timeout).await {
-                tracing::warn!(
+            match bus.wait_connected(spec.process.connect_timeout).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(
                     bus = bus.id(),
                     timeout = ?spec.process.connect_timeout,
                     "bus not connected yet; starting anyway, it connects when its broker appears"
-                );
+                ),
+                Err(refused) => {
+                    shutdown_all(&buses).await;
+                    return Err(refused.into());
+                }
             }
         }
         Ok(buses)
@@ -294,7 +299,7 @@ fn router<M: Message>(
 /// Closes buses built before a failed start.
 async fn shutdown_all<M: 'static>(buses: &[Arc<dyn Bus<M>>]) {
     for bus in buses {
-        bus.shutdown().await;
+        bus.shutdown(Duration::ZERO).await;
     }
 }
 
@@ -322,11 +327,15 @@ impl<M: 'static> std::fmt::Debug for RunningProcess<M> {
 
 /// How a stop went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StopReport {
     /// Every task and handler ended within the shutdown timeout.
     pub drained: bool,
     /// Tasks still running at the deadline, which were aborted.
     pub aborted: usize,
+    /// Messages published at-least-once whose broker confirm had not come
+    /// by the deadline: they may be lost.
+    pub unconfirmed: usize,
     /// Module tasks or handlers that panicked during the process's life.
     pub panics: u64,
     /// How long the stop took.
@@ -403,12 +412,15 @@ impl<M: Message> RunningProcess<M> {
         if !drained {
             tracing::warn!(aborted, timeout = ?self.shutdown_timeout, "tasks still running at the shutdown deadline were aborted");
         }
+        let mut unconfirmed = 0;
         for bus in &self.buses {
-            bus.shutdown().await;
+            let left = self.shutdown_timeout.saturating_sub(started.elapsed());
+            unconfirmed += bus.shutdown(left).await;
         }
         let report = StopReport {
             drained,
             aborted,
+            unconfirmed,
             panics: self.lifecycle.panics(),
             elapsed: started.elapsed(),
         };

@@ -120,11 +120,19 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> RabbitMqBus<M> {
     }
 
     /// Waits until the bus is connected and open for publishing (its
-    /// subscriptions bound), up to `timeout`; `true` if it is.
-    pub async fn wait_connected(&self, timeout: Duration) -> bool {
-        tokio::time::timeout(timeout, self.link.publishing_open())
-            .await
-            .unwrap_or(false)
+    /// subscriptions bound), up to `timeout`: `Ok(true)` if it is, `Ok(false)`
+    /// if no broker answered in time, `Err` naming the key the broker refused.
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<bool, ConfigError> {
+        let waited = tokio::time::timeout(timeout, async {
+            tokio::select! {
+                open = self.link.publishing_open() => Ok(open),
+                (key, reason) = self.link.refused() => Err(ConfigError::invalid(
+                    format!("message-bus.{}.{key}", self.id),
+                    format!("the broker refused it: {reason}"),
+                )),
+            }
+        });
+        waited.await.unwrap_or(Ok(false))
     }
 
     /// Published at-least-once messages whose confirm has not come yet.
@@ -334,7 +342,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
         })
     }
 
-    fn wait_connected(&self, timeout: Duration) -> BoxFuture<'_, bool> {
+    fn wait_connected(&self, timeout: Duration) -> BoxFuture<'_, Result<bool, ConfigError>> {
         Box::pin(RabbitMqBus::wait_connected(self, timeout))
     }
 
@@ -355,13 +363,17 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
             connected: h.connected.load(Ordering::Relaxed),
             reconnects: h.reconnects.load(Ordering::Relaxed),
             malformed: h.malformed.load(Ordering::Relaxed),
+            refused: self
+                .link
+                .refusal()
+                .map(|(key, reason)| format!("`{key}`: {reason}")),
         }
     }
 
-    fn shutdown(&self) -> BoxFuture<'_, ()> {
+    fn shutdown(&self, deadline: Duration) -> BoxFuture<'_, usize> {
         Box::pin(async move {
-            // Let unconfirmed messages settle briefly before closing.
-            let _ = tokio::time::timeout(Duration::from_secs(2), self.publisher.settled()).await;
+            // Outstanding confirms get what is left of the shutdown timeout.
+            let _ = tokio::time::timeout(deadline, self.publisher.settled()).await;
             self.publisher.close();
             let lost = self.publisher.outstanding();
             if lost > 0 {
@@ -388,6 +400,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
             {
                 tracing::warn!(bus = %self.id, "RabbitMQ tasks did not finish within 5 s of stop");
             }
+            lost
         })
     }
 }

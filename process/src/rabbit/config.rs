@@ -72,6 +72,10 @@ pub struct RabbitMqConfig {
     pub delivery: DeliveryMode,
     /// Publisher confirms outstanding at once (at-least-once).
     pub confirm_window: usize,
+    /// Deadline of one connection attempt: TCP, AMQP handshake, channels and
+    /// declarations. A node silent for longer is skipped for the next URL.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub connection_timeout: Duration,
     /// First reconnect delay; doubles up to `reconnect-max`.
     #[serde(deserialize_with = "duration::deserialize")]
     pub reconnect_min: Duration,
@@ -116,6 +120,7 @@ impl Default for RabbitMqConfig {
             prefetch: 256,
             delivery: DeliveryMode::AtLeastOnce,
             confirm_window: 1024,
+            connection_timeout: Duration::from_secs(5),
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             queue_expiry: Duration::from_secs(60),
@@ -178,6 +183,9 @@ impl RabbitMqConfig {
         }
         if self.subscriber_queue_size == 0 || self.request_queue_size == 0 {
             return Err("queue sizes must be at least 1".into());
+        }
+        if self.connection_timeout.is_zero() {
+            return Err("`connection-timeout` must be > 0".into());
         }
         if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
             return Err("`reconnect-min` must be > 0 and <= `reconnect-max`".into());

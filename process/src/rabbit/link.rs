@@ -5,6 +5,14 @@
 //! - **Broker away at start**: the process starts anyway; the supervisor keeps
 //!   trying every URL in turn with exponential back-off (`reconnect-min` doubling
 //!   up to `reconnect-max`) and logs each failure at `warn`.
+//! - **A node that accepts TCP and never answers**: each attempt — TCP, AMQP
+//!   handshake, channels, declarations — has `connection-timeout` in all; past
+//!   it the next URL is tried.
+//! - **A broker that refuses the config** (e.g. `406 PRECONDITION_FAILED`: the
+//!   exchange exists with another `exchange-durable`; `403`: wrong user or
+//!   vhost): not an absent broker but a config problem. At start the process
+//!   fails, naming the key and quoting the broker; later the bus reports it
+//!   (`BusStats::refused`, logged at `error`) and keeps retrying.
 //! - **Connection lost** (broker restart, `close_all_connections`, network):
 //!   [`Link::current`] turns `None` at once, so publishes and requests fail
 //!   with an error instead of vanishing; subscription and handler tasks wait
@@ -68,6 +76,44 @@ pub(crate) type OnConnect = Box<dyn Fn(Arc<Live>) -> BoxFuture<'static, ()> + Se
 /// The content type of every body this bus sends.
 pub(crate) const CBOR_CONTENT_TYPE: &str = "application/cbor";
 
+/// Why a connection attempt failed.
+#[derive(Debug)]
+pub(crate) enum ConnectFailure {
+    /// No broker answered (refused, reset, or silent past `connection-timeout`).
+    Unreachable(String),
+    /// A broker answered and refused what the config asks for: a
+    /// configuration problem, named by its key (`url`, `exchange-durable` …).
+    Refused {
+        /// The config key (within `[message-bus.<id>]`) that caused it.
+        key: &'static str,
+        /// What the broker said.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectFailure::Unreachable(why) => f.write_str(why),
+            ConnectFailure::Refused { key, reason } => {
+                write!(f, "the broker refused `{key}`: {reason}")
+            }
+        }
+    }
+}
+
+/// A failed step of connecting: refused by the broker (an AMQP error it sent)
+/// or not answered.
+fn failed(key: &'static str) -> impl FnOnce(lapin::Error) -> ConnectFailure {
+    move |e| match e.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => ConnectFailure::Refused {
+            key,
+            reason: format!("{} {}", amqp.get_id(), amqp.get_message()),
+        },
+        _ => ConnectFailure::Unreachable(e.to_string()),
+    }
+}
+
 /// The connection supervisor's shared state.
 pub(crate) struct Link {
     pub(crate) bus: String,
@@ -83,6 +129,8 @@ pub(crate) struct Link {
     broken: Notify,
     pub(crate) stop: CancellationToken,
     pub(crate) health: Arc<BusHealth>,
+    /// Set while the broker refuses the config (cleared on the next connection).
+    refused: watch::Sender<Option<(&'static str, String)>>,
     /// Size and nesting limits for every body this bus decodes.
     pub(crate) limits: DecodeLimits,
     rejections: BurstLog,
@@ -93,6 +141,7 @@ impl Link {
         Arc::new(Link {
             bus: bus.to_owned(),
             limits: config.decode_limits(),
+            refused: watch::channel(None).0,
             config,
             live: watch::channel(None).0,
             publishable: watch::channel(0).0,
@@ -179,6 +228,16 @@ impl Link {
         }
     }
 
+    /// Resolves once connection `generation` is no longer the current one
+    /// (lost, or replaced). A consumer watches this as well as its stream:
+    /// after an abrupt network loss the stream may never end by itself.
+    pub(crate) async fn gone(&self, generation: u64) {
+        let mut rx = self.live.subscribe();
+        let _ = rx
+            .wait_for(|l| l.as_ref().is_none_or(|l| l.generation != generation))
+            .await;
+    }
+
     /// Resolves once there is no connection (at once if there is none now).
     pub(crate) async fn disconnected(&self) {
         let mut rx = self.live.subscribe();
@@ -231,9 +290,18 @@ impl Link {
         let mut generation = 0u64;
         while !self.stop.is_cancelled() {
             let url = &urls[next_url % urls.len()];
-            match self.connect(url, generation + 1).await {
+            let deadline = self.config.connection_timeout;
+            let attempted =
+                match tokio::time::timeout(deadline, self.connect(url, generation + 1)).await {
+                    Ok(attempted) => attempted,
+                    Err(_) => Err(ConnectFailure::Unreachable(format!(
+                        "no answer within connection-timeout {deadline:?}"
+                    ))),
+                };
+            match attempted {
                 Ok(live) => {
                     attempt = 0;
+                    self.refused.send_replace(None);
                     generation = live.generation;
                     let live = Arc::new(live);
                     if generation > 1 {
@@ -261,8 +329,13 @@ impl Link {
                     tracing::warn!(bus = %self.bus, url = %redact(url), "lost the RabbitMQ connection; reconnecting");
                     next_url += 1;
                 }
+                Err(ConnectFailure::Refused { key, reason }) => {
+                    tracing::error!(bus = %self.bus, url = %redact(url), key, reason = %reason, "the broker refuses this bus's config; retrying, but fix `{key}`");
+                    self.refused.send_replace(Some((key, reason)));
+                    next_url += 1;
+                }
                 Err(e) => {
-                    tracing::warn!(bus = %self.bus, url = %redact(url), attempt, error = %e, "cannot connect to RabbitMQ");
+                    tracing::warn!(bus = %self.bus, url = %redact(url), attempt, error = %e, "cannot connect to RabbitMQ; trying the next node");
                     next_url += 1;
                 }
             }
@@ -281,17 +354,38 @@ impl Link {
         self.health.connected.store(false, Ordering::Relaxed);
     }
 
-    async fn connect(&self, url: &str, generation: u64) -> Result<Live, lapin::Error> {
+    /// The key and reason while the broker refuses this bus's config.
+    pub(crate) fn refusal(&self) -> Option<(&'static str, String)> {
+        self.refused.borrow().clone()
+    }
+
+    /// Resolves with the key and reason once the broker refuses the config.
+    pub(crate) async fn refused(&self) -> (&'static str, String) {
+        let mut rx = self.refused.subscribe();
+        let seen = rx.wait_for(Option::is_some).await.map(|r| r.clone());
+        match seen {
+            Ok(Some(refusal)) => refusal,
+            _ => std::future::pending().await,
+        }
+    }
+
+    /// Connects, opens the shared channels and declares the exchanges; each
+    /// step that fails says which config key it was about.
+    async fn connect(&self, url: &str, generation: u64) -> Result<Live, ConnectFailure> {
         let properties = ConnectionProperties::default()
             .with_connection_name(format!("telamon/{}", self.bus).into());
-        let connection = Connection::connect(url, properties).await?;
-        let publish = connection.create_channel().await?;
-        let request = connection.create_channel().await?;
-        let reply = connection.create_channel().await?;
+        let connection = Connection::connect(url, properties)
+            .await
+            .map_err(failed("url"))?;
+        let channel = || async { connection.create_channel().await.map_err(failed("url")) };
+        let publish = channel().await?;
+        let request = channel().await?;
+        let reply = channel().await?;
         let options = ExchangeDeclareOptions {
             durable: self.config.exchange_durable,
             ..ExchangeDeclareOptions::default()
         };
+        // 406 here: the exchange exists with another durability.
         publish
             .exchange_declare(
                 self.config.exchange.as_str().into(),
@@ -299,7 +393,8 @@ impl Link {
                 options,
                 FieldTable::default(),
             )
-            .await?;
+            .await
+            .map_err(failed("exchange-durable"))?;
         publish
             .exchange_declare(
                 self.request_exchange().into(),
@@ -307,15 +402,18 @@ impl Link {
                 ExchangeDeclareOptions::default(),
                 FieldTable::default(),
             )
-            .await?;
+            .await
+            .map_err(failed("exchange"))?;
         if self.config.delivery == DeliveryMode::AtLeastOnce {
             publish
                 .confirm_select(ConfirmSelectOptions::default())
-                .await?;
+                .await
+                .map_err(failed("delivery"))?;
         }
         request
             .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+            .await
+            .map_err(failed("url"))?;
         Ok(Live {
             connection,
             publish,

@@ -135,10 +135,13 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Requester<M> {
             attempts.bound(&self.link, &live);
             self.reply_queue
                 .send_replace(Some((live.generation, name.clone())));
+            let gone = self.link.gone(live.generation);
+            tokio::pin!(gone);
             loop {
                 let next = tokio::select! {
                     _ = stop.cancelled() => return,
                     next = consumer.next() => next,
+                    _ = &mut gone => None,
                 };
                 match next {
                     Some(Ok(d)) => {

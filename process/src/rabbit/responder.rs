@@ -34,7 +34,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::codec;
 use crate::rabbit::link::{CBOR_CONTENT_TYPE, Link, Live};
-use crate::rabbit::subscription::{Attempts, close_queue};
+use crate::rabbit::subscription::{Attempts, bounded, close_queue};
 
 /// What travels back: the response or the handler's error.
 #[derive(Serialize)]
@@ -107,6 +107,8 @@ pub(crate) async fn run_handler<M: Serialize + DeserializeOwned + Send + Sync + 
             }
         };
         attempts.bound(&link, &live);
+        let gone = link.gone(live.generation);
+        tokio::pin!(gone);
         loop {
             let next = tokio::select! {
                 _ = stop.cancelled() => {
@@ -114,6 +116,7 @@ pub(crate) async fn run_handler<M: Serialize + DeserializeOwned + Send + Sync + 
                     return;
                 }
                 next = consumer.next() => next,
+                _ = &mut gone => None,
             };
             let delivery = match next {
                 Some(Ok(d)) => d,
@@ -122,7 +125,7 @@ pub(crate) async fn run_handler<M: Serialize + DeserializeOwned + Send + Sync + 
                     break;
                 }
             };
-            let _ = delivery.ack(BasicAckOptions::default()).await;
+            bounded(delivery.ack(BasicAckOptions::default())).await;
             let reply_to = delivery
                 .properties
                 .reply_to()

@@ -4,9 +4,11 @@
 //! # Under stress
 //!
 //! - **Slow subscriber** (`wait` policy): the local queue fills and the
-//!   consumer waits. Deliveries are always acknowledged explicitly, in batches
-//!   of up to 64 or after a 2 ms pause (at-most-once on arrival, at-least-once
-//!   after the local queue took the message), so
+//!   consumer waits — after acknowledging everything the local queue took, so
+//!   acks are never held back behind a full queue. Deliveries are always
+//!   acknowledged explicitly, in batches of up to 64 or after a 2 ms pause
+//!   (at-most-once on arrival, at-least-once after the local queue took the
+//!   message), so
 //!   the broker stops pushing after `prefetch` unacknowledged deliveries and
 //!   keeps the rest in the queue: this process holds at most `prefetch` + the
 //!   local queue.
@@ -16,7 +18,9 @@
 //!   `dead-letter-exchange` is set); the consumer goes on. Both modes.
 //! - **Set-up refused** (e.g. a queue re-declared with other arguments): retried
 //!   with back-off on the same connection; the first refusal fails `subscribe`.
-//! - **Connection lost**: the task waits for the next connection, re-declares
+//! - **Connection lost** (also abruptly, by the network, when lapin's stream
+//!   never ends by itself: the task watches the connection too): the task
+//!   waits for the next connection, re-declares
 //!   queue, binding and consumer. At-least-once queues are named and durable
 //!   and outlive the gap (`x-expires` = `queue-expiry`), so nothing published
 //!   meanwhile is lost; unacked deliveries come again (same message id). The
@@ -36,7 +40,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Consumer};
 use serde::de::DeserializeOwned;
-use telamon_sdk::bus::SubscriptionSender;
+use telamon_sdk::bus::{SubscriptionSender, TryDeliver};
 use telamon_sdk::{Delivery, Pattern};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -150,10 +154,28 @@ const ACK_BATCH: usize = 64;
 /// A pause in the stream this long acknowledges what was taken so far.
 const ACK_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
 
-/// Acknowledges every delivery up to the last one taken.
-async fn flush_ack(unacked: &mut Option<lapin::Acker>, count: &mut usize) {
-    if let Some(acker) = unacked.take() {
-        let _ = acker.ack(BasicAckOptions { multiple: true }).await;
+/// How long an ack or reject may take. lapin's never finishes on a
+/// connection the network dropped; the consumer notices the loss itself.
+const ACK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Waits for an ack or reject, at most [`ACK_DEADLINE`].
+pub(crate) async fn bounded<T>(settle: impl std::future::Future<Output = T>) {
+    let _ = tokio::time::timeout(ACK_DEADLINE, settle).await;
+}
+
+/// Acknowledges every delivery up to the last one taken — unless connection
+/// `generation` is gone already: then the broker has requeued them, and an ack
+/// could only hang.
+async fn flush_ack(
+    unacked: &mut Option<lapin::Acker>,
+    count: &mut usize,
+    link: &Link,
+    generation: u64,
+) {
+    if let Some(acker) = unacked.take()
+        && link.current().is_some_and(|l| l.generation == generation)
+    {
+        bounded(acker.ack(BasicAckOptions { multiple: true })).await;
     }
     *count = 0;
 }
@@ -250,23 +272,30 @@ pub(crate) async fn run<M: DeserializeOwned + Send + Sync + 'static>(
         // that short window may see its unacked deliveries once more.)
         let mut unacked: Option<lapin::Acker> = None;
         let mut unacked_count = 0usize;
+        let gone = link.gone(live.generation);
+        tokio::pin!(gone);
         loop {
             let next = tokio::select! {
                 biased;
                 _ = stop.cancelled() => {
-                    flush_ack(&mut unacked, &mut unacked_count).await;
+                    flush_ack(&mut unacked, &mut unacked_count, &link, live.generation).await;
                     close_queue(&channel, &consumer, &queue, delete).await;
                     return;
                 }
+                // Before the stream: what lapin still holds from a lost
+                // connection comes again on the next one anyway.
+                _ = &mut gone => None,
                 next = consumer.next() => next,
                 _ = tokio::time::sleep(ACK_PAUSE), if unacked.is_some() => {
-                    flush_ack(&mut unacked, &mut unacked_count).await;
+                    flush_ack(&mut unacked, &mut unacked_count, &link, live.generation).await;
                     continue;
                 }
             };
             let delivery = match next {
-                Some(Ok(d)) => d,
-                Some(Err(_)) | None => {
+                // lapin hands out what it had buffered even after the
+                // connection failed; those come again on the next one.
+                Some(Ok(d)) if channel.status().connected() => d,
+                Some(_) | None => {
                     attempts.lost(&link, &live);
                     break;
                 }
@@ -279,8 +308,8 @@ pub(crate) async fn run<M: DeserializeOwned + Send + Sync + 'static>(
                         "malformed message rejected",
                         &why,
                     );
-                    flush_ack(&mut unacked, &mut unacked_count).await;
-                    let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
+                    flush_ack(&mut unacked, &mut unacked_count, &link, live.generation).await;
+                    bounded(delivery.reject(BasicRejectOptions { requeue: false })).await;
                     continue;
                 }
             };
@@ -296,17 +325,26 @@ pub(crate) async fn run<M: DeserializeOwned + Send + Sync + 'static>(
                 unacked = Some(acker.clone());
                 unacked_count += 1;
             }
-            let taken = tokio::select! {
-                biased;
-                _ = stop.cancelled() => None,
-                taken = sender.deliver(d) => Some(taken.is_ok()),
+            let taken = match sender.try_deliver(d) {
+                TryDeliver::Delivered | TryDeliver::DeliveredDroppingOldest => Some(true),
+                TryDeliver::Closed => Some(false),
+                TryDeliver::Full(d) => {
+                    // Acknowledge what the local queue holds before waiting for
+                    // room, so a lost connection meanwhile redelivers only this one.
+                    flush_ack(&mut unacked, &mut unacked_count, &link, live.generation).await;
+                    tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => None,
+                        taken = sender.deliver(d) => Some(taken.is_ok()),
+                    }
+                }
             };
             if taken != Some(true) {
                 // Stopping, or the subscriber is gone: what it took is acked,
                 // this one goes back to the queue.
-                flush_ack(&mut unacked, &mut unacked_count).await;
+                flush_ack(&mut unacked, &mut unacked_count, &link, live.generation).await;
                 if !at_most_once {
-                    let _ = acker.reject(BasicRejectOptions { requeue: true }).await;
+                    bounded(acker.reject(BasicRejectOptions { requeue: true })).await;
                 }
                 close_queue(&channel, &consumer, &queue, delete).await;
                 return;
@@ -316,7 +354,7 @@ pub(crate) async fn run<M: DeserializeOwned + Send + Sync + 'static>(
                 unacked_count += 1;
             }
             if unacked_count >= ACK_BATCH {
-                flush_ack(&mut unacked, &mut unacked_count).await;
+                flush_ack(&mut unacked, &mut unacked_count, &link, live.generation).await;
             }
         }
     }

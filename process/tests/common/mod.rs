@@ -6,6 +6,7 @@
     reason = "each test file uses a different part"
 )]
 
+pub mod proxy;
 pub mod rabbit;
 
 use std::future::Future;

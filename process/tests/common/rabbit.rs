@@ -11,7 +11,7 @@ pub fn amqp_url() -> String {
 }
 
 /// host:port of [`amqp_url`].
-fn broker_address() -> String {
+pub fn broker_address() -> String {
     let url = amqp_url();
     let rest = url.split("://").nth(1).unwrap_or("127.0.0.1:5672");
     let hostport = rest.rsplit('@').next().unwrap_or(rest);
