@@ -52,11 +52,11 @@
 //! | [`Bus`], [`BusClass`] | what another bus (RabbitMQ …) implements to plug in |
 //! | [`Metrics`] | per-topic counters, request latency, Prometheus text |
 
+#[cfg(feature = "rabbit-mq")]
 mod burst_log;
 mod bus;
 pub mod codec;
 mod config_loader;
-mod duration;
 mod error;
 mod in_memory_bus;
 mod metrics;
@@ -71,7 +71,6 @@ mod signal;
 
 pub use bus::{Bus, BusClass, BusStats, QueueDefaults};
 pub use config_loader::{ConfigLoader, DEFAULT_ENV_PREFIX};
-pub use duration::{deserialize as deserialize_duration, parse_duration};
 pub use error::{ConfigError, ProcessError};
 pub use in_memory_bus::{
     DEFAULT_REQUEST_QUEUE_SIZE, DEFAULT_SUBSCRIBER_QUEUE_SIZE, InMemoryBus, InMemoryClass,
@@ -85,6 +84,7 @@ pub use process_config::{
 };
 pub use router::{RouteBuses, Router};
 pub use signal::{init_tracing, shutdown_signal};
+pub use telamon_sdk::duration::{deserialize as deserialize_duration, parse as parse_duration};
 
 pub use codec::{CodecError, DecodeLimits};
 #[cfg(feature = "rabbit-mq")]

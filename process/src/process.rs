@@ -68,9 +68,11 @@ impl<M: Message> Process<M> {
     /// the `in-memory` and (feature `rabbit-mq`, on by default) `rabbit-mq` bus
     /// classes and no modules.
     pub fn new(config: Config) -> Self {
-        let mut bus_classes: Vec<Arc<dyn BusClass<M>>> = vec![Arc::new(InMemoryClass)];
-        #[cfg(feature = "rabbit-mq")]
-        bus_classes.push(Arc::new(crate::rabbit::RabbitMqClass));
+        let bus_classes: Vec<Arc<dyn BusClass<M>>> = vec![
+            Arc::new(InMemoryClass),
+            #[cfg(feature = "rabbit-mq")]
+            Arc::new(crate::rabbit::RabbitMqClass),
+        ];
         Process {
             config,
             registrations: Vec::new(),

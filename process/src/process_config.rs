@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use telamon_sdk::Pattern;
 
-use crate::duration;
 use crate::error::ConfigError;
+use telamon_sdk::duration;
 
 /// `[process]`.
 #[derive(Debug, Clone, Deserialize)]

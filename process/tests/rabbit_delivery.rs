@@ -85,7 +85,7 @@ async fn a_broker_that_refuses_the_declarations_fails_startup_naming_the_key() {
     )))
     .start()
     .await;
-    let err = started.err().expect("startup fails").to_string();
+    let err = started.expect_err("startup fails").to_string();
     assert!(
         err.contains("message-bus.external.exchange-durable"),
         "names the key: {err}"

@@ -68,6 +68,7 @@ pub mod bus;
 mod context;
 mod delivery;
 mod drop_guard;
+pub mod duration;
 mod error;
 mod handler;
 mod headers;

@@ -22,7 +22,9 @@ use tokio::sync::oneshot;
 
 use crate::axon_status::error_message;
 use crate::consistent_hash;
-use crate::state::{CommandHandlerInfo, Outbound, next_message_id};
+use crate::handler_info::CommandHandlerInfo;
+use crate::queue_limits::QueueLimits;
+use crate::support::{Outbound, next_message_id};
 
 /// Load factor used when a subscription sends 0.
 const DEFAULT_LOAD_FACTOR: i32 = 100;
@@ -52,13 +54,6 @@ struct Pending {
     stream: u64,
     delivered: bool,
     since: Instant,
-}
-
-/// Queue limits of handler streams.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct QueueLimits {
-    pub(crate) soft: usize,
-    pub(crate) hard: usize,
 }
 
 /// All command routing state of one server.

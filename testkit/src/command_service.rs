@@ -17,7 +17,8 @@ use telamon_axon_proto::pb::command::{
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::axon_status::{ack_ok, ack_unsupported};
-use crate::command_router::{QueueLimits, error_response};
+use crate::command_router::error_response;
+use crate::queue_limits::QueueLimits;
 use crate::state::{Outbound, ResponseStream, Shared, lock, next_message_id};
 use crate::stream_registry::{StreamGuard, StreamKind};
 

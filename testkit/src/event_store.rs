@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use telamon_axon_proto::pb::event::Event;
 use tokio::sync::watch;
 
-use crate::state::lock;
+use crate::support::lock;
 
 /// Result of a rejected append: the SE message parts of AXONIQ-2000.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

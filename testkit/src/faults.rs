@@ -7,52 +7,14 @@
 //! keep filling up to their limits), delayed acks arrive late, and a
 //! reconnect request is a real `RequestReconnect` on the control stream.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use telamon_axon_proto::pb;
 use tonic::Status;
 
-use crate::builder::ServerConfig;
 use crate::state::{Shared, lock};
-
-/// Mutable fault settings.
-#[derive(Debug)]
-pub(crate) struct FaultState {
-    withhold: AtomicBool,
-    ack_delay: Mutex<Duration>,
-    pending_request_timeout: Mutex<Duration>,
-    sweep_interval: Mutex<Duration>,
-}
-
-impl FaultState {
-    pub(crate) fn new(config: &ServerConfig) -> Self {
-        Self {
-            withhold: AtomicBool::new(false),
-            ack_delay: Mutex::new(Duration::ZERO),
-            pending_request_timeout: Mutex::new(config.pending_request_timeout),
-            sweep_interval: Mutex::new(config.sweep_interval),
-        }
-    }
-
-    /// Whether deliveries are currently withheld.
-    pub(crate) fn withheld(&self) -> bool {
-        self.withhold.load(Ordering::SeqCst)
-    }
-
-    pub(crate) fn ack_delay(&self) -> Duration {
-        *lock(&self.ack_delay)
-    }
-
-    pub(crate) fn pending_request_timeout(&self) -> Duration {
-        *lock(&self.pending_request_timeout)
-    }
-
-    pub(crate) fn sweep_interval(&self) -> Duration {
-        *lock(&self.sweep_interval)
-    }
-}
 
 /// Handle for injecting faults into a running server.
 #[derive(Debug, Clone)]

@@ -11,7 +11,6 @@
 //! silence. The control stream has no flow control (as in SE): outbound
 //! messages queue without bound, which is fine for the few it carries.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,95 +22,20 @@ use telamon_axon_proto::pb::control::{
     ClientIdentification, Heartbeat, NodeInfo, PlatformInboundInstruction, PlatformInfo,
     PlatformOutboundInstruction,
 };
-use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::axon_status::{ack_ok, ack_unsupported};
-use crate::state::{ConnectedClient, Outbound, ResponseStream, Shared, lock, next_message_id};
+use crate::platform_state::{ClientEntry, outbound};
+use crate::state::{ConnectedClient, Outbound, ResponseStream, Shared, lock};
 use crate::stream_registry::{StreamGuard, StreamKind};
 
 /// Oldest client version that gets server heartbeats.
 const HEARTBEAT_MIN_VERSION: [u64; 3] = [4, 2, 1];
 
-#[derive(Debug)]
-struct ClientEntry {
-    info: ConnectedClient,
-    stream_id: u64,
-    tx: Outbound<PlatformOutboundInstruction>,
-    last_heartbeat: Option<Instant>,
-}
-
-/// Clients registered on control streams, by client id.
-#[derive(Debug, Default)]
-pub(crate) struct PlatformState {
-    clients: HashMap<String, ClientEntry>,
-    /// Processor instructions waiting for their `InstructionResult`, by instruction id.
-    awaiting_result: HashMap<String, oneshot::Sender<InstructionResult>>,
-}
-
-impl PlatformState {
-    /// Sends `instruction` on the control stream of `client_id`.
-    pub(crate) fn send_to(
-        &self,
-        client_id: &str,
-        instruction: PlatformOutboundInstruction,
-    ) -> bool {
-        self.clients
-            .get(client_id)
-            .is_some_and(|entry| entry.tx.send(Ok(instruction)).is_ok())
-    }
-
-    /// Sends a processor instruction with a fresh id; the receiver yields its result.
-    pub(crate) fn send_instruction(
-        &mut self,
-        client_id: &str,
-        request: Outgoing,
-    ) -> Option<(String, oneshot::Receiver<InstructionResult>)> {
-        let id = next_message_id();
-        let entry = self.clients.get(client_id)?;
-        entry.tx.send(Ok(outbound(request, &id))).ok()?;
-        let (tx, rx) = oneshot::channel();
-        self.awaiting_result.insert(id.clone(), tx);
-        Some((id, rx))
-    }
-
-    /// Forgets an instruction whose result never came.
-    pub(crate) fn forget_instruction(&mut self, instruction_id: &str) {
-        self.awaiting_result.remove(instruction_id);
-    }
-
-    fn complete_instruction(&mut self, result: InstructionResult) {
-        if let Some(waiter) = self.awaiting_result.remove(&result.instruction_id) {
-            let _ = waiter.send(result);
-        }
-    }
-
-    /// Tags of a registered client.
-    pub(crate) fn tags(&self, client_id: &str) -> Option<HashMap<String, String>> {
-        self.clients
-            .get(client_id)
-            .map(|e| e.info.identification.tags.clone())
-    }
-
-    /// Snapshot of the registered clients.
-    pub(crate) fn clients(&self) -> Vec<ConnectedClient> {
-        let mut clients: Vec<_> = self.clients.values().map(|e| e.info.clone()).collect();
-        clients.sort_by(|a, b| a.identification.client_id.cmp(&b.identification.client_id));
-        clients
-    }
-}
-
 /// The `PlatformService` implementation.
 #[derive(Debug, Clone)]
 pub(crate) struct PlatformServiceImpl {
     pub(crate) shared: Arc<Shared>,
-}
-
-fn outbound(request: Outgoing, instruction_id: &str) -> PlatformOutboundInstruction {
-    PlatformOutboundInstruction {
-        request: Some(request),
-        instruction_id: instruction_id.to_owned(),
-    }
 }
 
 fn version_at_least(version: &str, minimum: [u64; 3]) -> bool {

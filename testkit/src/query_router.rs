@@ -27,8 +27,9 @@ use telamon_axon_proto::pb::{
 };
 
 use crate::axon_status::error_message;
-use crate::command_router::QueueLimits;
-use crate::state::{Outbound, QueryHandlerInfo, next_message_id};
+use crate::handler_info::QueryHandlerInfo;
+use crate::queue_limits::QueueLimits;
+use crate::support::{Outbound, next_message_id};
 
 mod subscription_query;
 

@@ -26,8 +26,8 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::axon_status::{ack_ok, ack_unsupported};
-use crate::command_router::QueueLimits;
 use crate::query_router::{STREAMING_BATCH, SubscriptionError};
+use crate::queue_limits::QueueLimits;
 use crate::state::{Outbound, ResponseStream, Shared, lock, next_message_id};
 use crate::stream_registry::{StreamGuard, StreamKind};
 

@@ -28,13 +28,13 @@ use tonic::transport::Server;
 
 use crate::auth::AccessTokenCheck;
 use crate::axon_status::error_message;
-use crate::builder::{AxonTestServerBuilder, ServerConfig};
 use crate::command_service::CommandServiceImpl;
 use crate::error::TestServerError;
 use crate::event_service::EventServiceImpl;
 use crate::faults::Faults;
 use crate::platform_service::PlatformServiceImpl;
 use crate::query_service::QueryServiceImpl;
+use crate::server_config::ServerConfig;
 use crate::state::{
     CommandHandlerInfo, ConnectedClient, QueryHandlerInfo, Shared, StreamCounts, lock,
 };
@@ -52,12 +52,6 @@ pub struct AxonTestServer {
 }
 
 impl AxonTestServer {
-    /// A builder with [`ServerConfig::default`].
-    #[must_use]
-    pub fn builder() -> AxonTestServerBuilder {
-        AxonTestServerBuilder::default()
-    }
-
     /// A server with `config`.
     #[must_use]
     pub fn new(config: ServerConfig) -> Self {

@@ -5,39 +5,26 @@
 //! sections; a poisoned lock is recovered (the data stays consistent because
 //! no section panics on client input).
 
-use std::collections::{BTreeMap, HashMap};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::Stream;
-use telamon_axon_proto::pb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Streaming};
 
-use crate::builder::ServerConfig;
 use crate::command_router::CommandRouter;
 use crate::event_store::EventStore;
-use crate::faults::FaultState;
-use crate::platform_service::PlatformState;
+use crate::fault_state::FaultState;
+pub use crate::handler_info::{
+    CommandHandlerInfo, ConnectedClient, QueryHandlerInfo, StreamCounts,
+};
+use crate::platform_state::PlatformState;
 use crate::query_router::QueryRouter;
+use crate::server_config::ServerConfig;
 use crate::stream_registry::{StreamGuard, StreamKind, StreamRegistry};
-
-/// Boxed response stream of a streaming rpc.
-pub(crate) type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-/// Sending half of a response stream.
-pub(crate) type Outbound<T> = mpsc::UnboundedSender<Result<T, Status>>;
-
-/// Locks `mutex`, recovering from poisoning.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+pub(crate) use crate::support::{Outbound, ResponseStream, lock, next_message_id};
 
 /// Everything one running server shares between its services.
 #[derive(Debug)]
@@ -119,55 +106,4 @@ impl Shared {
     pub(crate) fn pending_timeout(&self) -> Duration {
         self.faults.pending_request_timeout()
     }
-}
-
-/// A command handler registration as seen by tests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandHandlerInfo {
-    /// Client id of the handler stream.
-    pub client_id: String,
-    /// Component name of the handler.
-    pub component_name: String,
-    /// Load factor (0 on the wire is stored as 100).
-    pub load_factor: i32,
-    /// Permits granted and not yet consumed.
-    pub permits: i64,
-    /// Commands queued for this stream, waiting for permits.
-    pub queued: usize,
-}
-
-/// A query handler registration as seen by tests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueryHandlerInfo {
-    /// Client id of the handler stream.
-    pub client_id: String,
-    /// Component name of the handler.
-    pub component_name: String,
-    /// Permits granted and not yet consumed.
-    pub permits: i64,
-    /// Messages queued for this stream, waiting for permits.
-    pub queued: usize,
-}
-
-/// A client that registered on a control stream.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConnectedClient {
-    /// The identification sent in `register`.
-    pub identification: pb::control::ClientIdentification,
-    /// Heartbeats received from the client.
-    pub heartbeats_received: u64,
-    /// Latest event processor info per processor name.
-    pub processors: BTreeMap<String, pb::control::EventProcessorInfo>,
-    /// Acks received for server instructions.
-    pub acks_received: Vec<pb::InstructionAck>,
-}
-
-/// Open stream counts by kind.
-pub type StreamCounts = HashMap<crate::stream_registry::StreamKind, usize>;
-
-/// A fresh message identifier for server-created messages.
-pub(crate) fn next_message_id() -> String {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("axon-testkit-{n:016x}")
 }

@@ -53,7 +53,7 @@ pub struct ClockConfig {
     /// Topic to publish on.
     pub topic: String,
     /// Time between ticks.
-    #[serde(deserialize_with = "telamon_process::deserialize_duration")]
+    #[serde(deserialize_with = "telamon_sdk::duration::deserialize")]
     pub interval: Duration,
     /// Stop after this many ticks; `None` ticks until the process stops.
     pub count: Option<u64>,

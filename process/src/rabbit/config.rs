@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use telamon_sdk::FullPolicy;
 
-use crate::duration;
+use telamon_sdk::duration;
 
 /// Default `url`.
 pub const DEFAULT_URL: &str = "amqp://127.0.0.1:5672/%2f";

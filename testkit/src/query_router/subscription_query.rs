@@ -22,7 +22,7 @@ use tonic::{Code, Status};
 
 use super::QueryRouter;
 use crate::axon_status::axon_status;
-use crate::state::Outbound;
+use crate::support::Outbound;
 
 /// One `QueryService.Subscription` call.
 #[derive(Debug)]
