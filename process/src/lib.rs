@@ -76,7 +76,9 @@ pub use in_memory_bus::{
     DEFAULT_REQUEST_QUEUE_SIZE, DEFAULT_SUBSCRIBER_QUEUE_SIZE, InMemoryBus, InMemoryClass,
     InMemoryConfig,
 };
-pub use metrics::{BusHealth, LATENCY_BUCKETS_US, Metrics, TopicCounters};
+pub use metrics::{
+    BusHealth, DEFAULT_MAX_TOPICS, LATENCY_BUCKETS_US, Metrics, OVERFLOW_TOPIC, TopicCounters,
+};
 pub use process::{Process, RunningProcess, StopReport};
 pub use process_config::{
     DEFAULT_BUS_ID, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT,

@@ -3,6 +3,15 @@
 //! Off unless `[metrics]` is configured; when off, the hot path does one
 //! branch and nothing else. When on, each publish does one read-locked map
 //! lookup per topic.
+//!
+//! # Under stress
+//!
+//! - **A topic per entity** (`orders.<id>.created`): the first
+//!   `max-topics` distinct topics get series of their own; every later one
+//!   is counted under `topic="#"` (no topic can be `#`), so memory and the
+//!   number of Prometheus series stay bounded however many topics there are.
+//! - **Odd topic text**: label values are escaped as the text format says
+//!   (backslash, double quote, line feed).
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -53,10 +62,19 @@ pub struct BusHealth {
     pub malformed: AtomicU64,
 }
 
+/// Default `[metrics] max-topics`.
+pub const DEFAULT_MAX_TOPICS: usize = 1000;
+
+/// The label of the series that counts every topic past the cap.
+pub const OVERFLOW_TOPIC: &str = "#";
+
 /// The process's metrics registry.
 #[derive(Debug, Default)]
 pub struct Metrics {
     enabled: bool,
+    max_topics: usize,
+    overflow: Arc<TopicCounters>,
+    overflow_requests: Arc<RequestStats>,
     topics: RwLock<HashMap<Topic, Arc<TopicCounters>>>,
     requests: RwLock<HashMap<Topic, Arc<RequestStats>>>,
     subscriptions: Mutex<Vec<(Pattern, Weak<QueueCounters>)>>,
@@ -69,6 +87,16 @@ impl Metrics {
     pub fn new(enabled: bool) -> Self {
         Metrics {
             enabled,
+            max_topics: DEFAULT_MAX_TOPICS,
+            ..Default::default()
+        }
+    }
+
+    /// A registry that records, with series for at most `max_topics` topics.
+    pub fn with_max_topics(max_topics: usize) -> Self {
+        Metrics {
+            enabled: true,
+            max_topics,
             ..Default::default()
         }
     }
@@ -80,7 +108,7 @@ impl Metrics {
 
     /// The counters of `topic` (recorded or not).
     pub fn topic(&self, topic: &Topic) -> Arc<TopicCounters> {
-        entry(&self.topics, topic)
+        entry(&self.topics, topic, self.max_topics, &self.overflow)
     }
 
     /// Counts a publish accepted by the router.
@@ -136,7 +164,12 @@ impl Metrics {
         if !self.enabled {
             return;
         }
-        let stats = entry(&self.requests, topic);
+        let stats = entry(
+            &self.requests,
+            topic,
+            self.max_topics,
+            &self.overflow_requests,
+        );
         let counter = match outcome {
             Ok(_) => &stats.ok,
             Err(RequestError::Handler { .. }) => &stats.handler_error,
@@ -157,8 +190,12 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
-        let mut names: Vec<&Topic> = topics.keys().collect();
-        names.sort();
+        let mut names: Vec<(&str, &TopicCounters)> =
+            topics.iter().map(|(t, c)| (t.as_str(), &**c)).collect();
+        names.sort_by_key(|(t, _)| *t);
+        if topics.len() >= self.max_topics {
+            names.push((OVERFLOW_TOPIC, &self.overflow));
+        }
         for (metric, help, pick) in [
             (
                 "telamon_published_total",
@@ -177,12 +214,12 @@ impl Metrics {
             ),
         ] {
             let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
-            for t in &names {
-                let c = &topics[*t];
+            for (t, c) in &names {
                 let v = [&c.published, &c.delivered, &c.dropped][pick].load(Ordering::Relaxed);
-                let _ = writeln!(out, "{metric}{{topic=\"{}\"}} {v}", escape(t.as_str()));
+                let _ = writeln!(out, "{metric}{{topic=\"{}\"}} {v}", escape(t));
             }
         }
+        drop(names);
         drop(topics);
         let _ = writeln!(
             out,
@@ -241,14 +278,17 @@ impl Metrics {
             let _ = writeln!(out, "telamon_lagged{{pattern=\"{}\"}} {v}", escape(&p));
         }
         let requests = self.requests.read().unwrap_or_else(|e| e.into_inner());
-        let mut names: Vec<&Topic> = requests.keys().collect();
-        names.sort();
+        let mut names: Vec<(&str, &RequestStats)> =
+            requests.iter().map(|(t, s)| (t.as_str(), &**s)).collect();
+        names.sort_by_key(|(t, _)| *t);
+        if requests.len() >= self.max_topics {
+            names.push((OVERFLOW_TOPIC, &self.overflow_requests));
+        }
         let _ = writeln!(
             out,
             "# HELP telamon_requests_total Requests by topic and outcome.\n# TYPE telamon_requests_total counter"
         );
-        for t in &names {
-            let s = &requests[*t];
+        for (t, s) in &names {
             for (outcome, c) in [
                 ("ok", &s.ok),
                 ("handler-error", &s.handler_error),
@@ -259,7 +299,7 @@ impl Metrics {
                 let _ = writeln!(
                     out,
                     "telamon_requests_total{{topic=\"{}\",outcome=\"{outcome}\"}} {}",
-                    escape(t.as_str()),
+                    escape(t),
                     c.load(Ordering::Relaxed)
                 );
             }
@@ -268,9 +308,8 @@ impl Metrics {
             out,
             "# HELP telamon_request_latency_seconds Request round-trip time.\n# TYPE telamon_request_latency_seconds histogram"
         );
-        for t in &names {
-            let s = &requests[*t];
-            let topic = escape(t.as_str());
+        for (t, s) in &names {
+            let topic = escape(t);
             let mut cumulative = 0;
             for (i, bound) in LATENCY_BUCKETS_US.iter().enumerate() {
                 cumulative += s.buckets[i].load(Ordering::Relaxed);
@@ -291,18 +330,39 @@ impl Metrics {
     }
 }
 
-/// The value for `topic`, made on first use: a read lock normally, a write lock once.
-fn entry<T: Default>(map: &RwLock<HashMap<Topic, Arc<T>>>, topic: &Topic) -> Arc<T> {
-    if let Some(v) = map.read().unwrap_or_else(|e| e.into_inner()).get(topic) {
+/// The value for `topic`, made on first use (a read lock normally, a write
+/// lock once); past `max` topics, the shared `overflow`.
+fn entry<T: Default>(
+    map: &RwLock<HashMap<Topic, Arc<T>>>,
+    topic: &Topic,
+    max: usize,
+    overflow: &Arc<T>,
+) -> Arc<T> {
+    let read = map.read().unwrap_or_else(|e| e.into_inner());
+    if let Some(v) = read.get(topic) {
         return v.clone();
     }
-    map.write()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(topic.clone())
-        .or_default()
-        .clone()
+    if read.len() >= max {
+        return overflow.clone();
+    }
+    drop(read);
+    let mut write = map.write().unwrap_or_else(|e| e.into_inner());
+    if write.len() >= max && !write.contains_key(topic) {
+        return overflow.clone();
+    }
+    write.entry(topic.clone()).or_default().clone()
 }
 
+/// A label value as the text format wants it: `\`, `"` and line feed escaped.
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }

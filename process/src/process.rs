@@ -215,7 +215,10 @@ impl<M: Message> Process<M> {
     /// order and starts their tasks.
     pub async fn start(self) -> Result<RunningProcess<M>, ProcessError> {
         let (spec, instances) = self.plan()?;
-        let metrics = Arc::new(Metrics::new(spec.metrics.is_some()));
+        let metrics = Arc::new(match &spec.metrics {
+            Some(m) => Metrics::with_max_topics(m.max_topics),
+            None => Metrics::new(false),
+        });
         let buses = self.build_buses(&spec, &metrics).await?;
         let router = Arc::new(router(&spec, &buses, &metrics));
         let lifecycle = Arc::new(Lifecycle::new());

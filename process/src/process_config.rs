@@ -125,6 +125,13 @@ pub(crate) struct ModuleSpec {
 pub(crate) struct MetricsSpec {
     /// Where `/metrics` listens, e.g. `127.0.0.1:9464`.
     pub(crate) address: String,
+    /// Distinct topics with series of their own; the rest share `topic="#"`.
+    #[serde(default = "default_max_topics")]
+    pub(crate) max_topics: usize,
+}
+
+fn default_max_topics() -> usize {
+    crate::metrics::DEFAULT_MAX_TOPICS
 }
 
 /// The whole checked config.

@@ -229,3 +229,82 @@ async fn metrics_are_served_as_prometheus_text() {
     );
     process.stop().await;
 }
+
+/// Scrapes `/metrics` over HTTP and returns the body.
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    body.to_owned()
+}
+
+#[tokio::test]
+async fn a_topic_per_entity_keeps_the_series_bounded_and_the_text_parses() {
+    let toml = "[metrics]\naddress = \"127.0.0.1:0\"\nmax-topics = 100\n";
+    let process = Process::<Value>::new(common::config(toml))
+        .start()
+        .await
+        .unwrap();
+    let ctx = process.context("test");
+    // A label value that needs every escape of the text format.
+    let odd = "odd.say \"hi\"\\back\nslash";
+    ctx.publish(odd, json!(0)).await.unwrap();
+    for i in 0..100_000 {
+        ctx.publish(format!("orders.{i}.created"), json!(i))
+            .await
+            .unwrap();
+    }
+    let body = scrape(process.metrics_address().unwrap()).await;
+    let lines = body.lines().map(|l| Ok(l.to_owned()));
+    let scraped = prometheus_parse::Scrape::parse(lines).expect("the text format parses");
+    let published: Vec<_> = scraped
+        .samples
+        .iter()
+        .filter(|s| s.metric == "telamon_published_total")
+        .collect();
+    assert_eq!(published.len(), 101, "100 topics and the overflow series");
+    // prometheus-parse hands label values back as written; undo the text
+    // format's escapes to compare with the topic.
+    let unescape = |v: &str| {
+        let mut out = String::new();
+        let mut chars = v.chars();
+        while let Some(c) = chars.next() {
+            match (c, c == '\\') {
+                (_, true) => match chars.next() {
+                    Some('n') => out.push('\n'),
+                    Some(other) => out.push(other),
+                    None => panic!("dangling escape in {v:?}"),
+                },
+                (c, false) => out.push(c),
+            }
+        }
+        out
+    };
+    let value = |topic: &str| {
+        published
+            .iter()
+            .find(|s| s.labels.get("topic").map(unescape).as_deref() == Some(topic))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) => v,
+                ref other => panic!("{other:?}"),
+            })
+    };
+    assert_eq!(
+        value(odd),
+        Some(1.0),
+        "the odd topic keeps its text: {body:.2000}"
+    );
+    assert_eq!(
+        value(telamon_process::OVERFLOW_TOPIC),
+        Some(100_000.0 - 99.0)
+    );
+    assert!(body.len() < 64 * 1024, "{} bytes", body.len());
+    process.stop().await;
+}
