@@ -3,13 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use config::Value;
 use telamon_sdk::bus::{BoxFuture, DropGuard, Publish, RequestSender, SubscriptionSender};
 use telamon_sdk::{
     FullPolicy, Headers, Pattern, PublishError, RequestError, SubscribeError, Topic,
 };
 
 use crate::error::ConfigError;
+use crate::loaded_config::BusTable;
 use crate::metrics::Metrics;
 
 /// Queue defaults a bus gives subscriptions and handlers that set none.
@@ -22,6 +22,17 @@ pub struct QueueDefaults {
     pub policy: FullPolicy,
     /// Handler queue capacity.
     pub request_capacity: usize,
+}
+
+impl QueueDefaults {
+    /// Defaults with these capacities and policy.
+    pub fn new(capacity: usize, policy: FullPolicy, request_capacity: usize) -> Self {
+        QueueDefaults {
+            capacity,
+            policy,
+            request_capacity,
+        }
+    }
 }
 
 /// What a bus reports about itself.
@@ -114,8 +125,8 @@ pub trait BusClass<M>: Send + Sync + 'static {
 
     /// Checks bus `id`'s table (without `class`) without building anything.
     /// The default accepts every table; `build` still checks it.
-    fn check(&self, id: &str, config: Value) -> Result<(), ConfigError> {
-        let _ = (id, config);
+    fn check(&self, id: &str, table: BusTable) -> Result<(), ConfigError> {
+        let _ = (id, table);
         Ok(())
     }
 
@@ -124,7 +135,7 @@ pub trait BusClass<M>: Send + Sync + 'static {
     fn build(
         &self,
         id: &str,
-        config: Value,
+        table: BusTable,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<dyn Bus<M>>, ConfigError>;
 }

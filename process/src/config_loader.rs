@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use config::{Config, Environment, File, FileFormat};
+use config::{Environment, File, FileFormat};
+
+use crate::loaded_config::Config;
 
 use crate::error::ConfigError;
 use crate::process_config::TOP_LEVEL;
@@ -55,7 +57,7 @@ fn config_vars(
 ///     .env_prefix(None)
 ///     .load()
 ///     .unwrap();
-/// assert_eq!(config.get_string("module.clock.interval").unwrap(), "1s");
+/// assert_eq!(config.get::<String>("module.clock.interval").unwrap(), "1s");
 /// ```
 #[derive(Clone)]
 pub struct ConfigLoader {
@@ -136,13 +138,13 @@ impl ConfigLoader {
 
     /// Reads every layer.
     pub fn load(self) -> Result<Config, ConfigError> {
-        let mut builder = Config::builder();
+        let mut builder = config::Config::builder();
         for text in &self.embedded {
             builder = builder.add_source(File::from_str(text, FileFormat::Toml));
         }
         for path in &self.files {
             if !path.is_file() {
-                return Err(ConfigError::Load(format!(
+                return Err(ConfigError::load_message(format!(
                     "config file `{}` does not exist",
                     path.display()
                 )));
@@ -162,8 +164,6 @@ impl ConfigLoader {
                     .source(Some(config_vars(prefix, vars))),
             );
         }
-        builder
-            .build()
-            .map_err(|e| ConfigError::Load(e.to_string()))
+        builder.build().map(Config).map_err(ConfigError::load)
     }
 }

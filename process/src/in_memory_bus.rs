@@ -17,7 +17,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use config::Value;
 use serde::Deserialize;
 use telamon_sdk::bus::{
     BoxFuture, DropGuard, Publish, RequestSender, SubscriptionSender, TryDeliver,
@@ -29,8 +28,8 @@ use telamon_sdk::{
 
 use crate::bus::{Bus, BusClass, BusStats, QueueDefaults};
 use crate::error::ConfigError;
+use crate::loaded_config::BusTable;
 use crate::metrics::Metrics;
-use crate::process_config::typed;
 
 /// Default `subscriber-queue-size`.
 pub const DEFAULT_SUBSCRIBER_QUEUE_SIZE: usize = 1024;
@@ -40,6 +39,7 @@ pub const DEFAULT_REQUEST_QUEUE_SIZE: usize = 1024;
 /// `[message-bus.<id>] class = "in-memory"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+#[non_exhaustive]
 pub struct InMemoryConfig {
     /// Capacity of each subscription's queue.
     pub subscriber_queue_size: usize,
@@ -347,8 +347,8 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
 pub struct InMemoryClass;
 
 /// `[message-bus.<id>]` of class `in-memory`, checked.
-fn in_memory_config(id: &str, config: Value) -> Result<InMemoryConfig, ConfigError> {
-    let config: InMemoryConfig = typed(&format!("message-bus.{id}"), config)?;
+fn in_memory_config(id: &str, table: BusTable) -> Result<InMemoryConfig, ConfigError> {
+    let config: InMemoryConfig = table.parse()?;
     if config.subscriber_queue_size == 0 || config.request_queue_size == 0 {
         return Err(ConfigError::invalid(
             format!("message-bus.{id}"),
@@ -363,17 +363,17 @@ impl<M: Send + Sync + 'static> BusClass<M> for InMemoryClass {
         "in-memory"
     }
 
-    fn check(&self, id: &str, config: Value) -> Result<(), ConfigError> {
-        in_memory_config(id, config).map(|_| ())
+    fn check(&self, id: &str, table: BusTable) -> Result<(), ConfigError> {
+        in_memory_config(id, table).map(|_| ())
     }
 
     fn build(
         &self,
         id: &str,
-        config: Value,
+        table: BusTable,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<dyn Bus<M>>, ConfigError> {
-        let config = in_memory_config(id, config)?;
+        let config = in_memory_config(id, table)?;
         Ok(Arc::new(InMemoryBus::new(id, config, metrics)))
     }
 }

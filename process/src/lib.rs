@@ -59,6 +59,7 @@ pub mod codec;
 mod config_loader;
 mod error;
 mod in_memory_bus;
+mod loaded_config;
 mod metrics;
 mod metrics_endpoint;
 mod process;
@@ -76,13 +77,14 @@ pub use in_memory_bus::{
     DEFAULT_REQUEST_QUEUE_SIZE, DEFAULT_SUBSCRIBER_QUEUE_SIZE, InMemoryBus, InMemoryClass,
     InMemoryConfig,
 };
+pub use loaded_config::{BusTable, Config};
 pub use metrics::{
     BusHealth, DEFAULT_MAX_TOPICS, LATENCY_BUCKETS_US, Metrics, OVERFLOW_TOPIC, TopicCounters,
 };
 pub use process::{Process, RunningProcess, StopReport};
 pub use process_config::{
     DEFAULT_BUS_ID, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT,
-    Unrouted, typed,
+    Unrouted,
 };
 pub use router::{RouteBuses, Router};
 pub use signal::{init_tracing, shutdown_signal};

@@ -24,6 +24,7 @@ use telamon_sdk::{Pattern, RequestError, Topic};
 
 /// Counters of one topic.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct TopicCounters {
     /// Publishes accepted by the router.
     pub published: AtomicU64,
@@ -53,6 +54,7 @@ pub(crate) struct RequestStats {
 
 /// Health of a bus that talks to a broker.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct BusHealth {
     /// Connected to the broker now.
     pub connected: std::sync::atomic::AtomicBool,

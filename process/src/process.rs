@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use config::Config;
 use telamon_sdk::bus::{Lifecycle, MessageBus};
 use telamon_sdk::{Context, Message, Module};
 use tokio_util::sync::CancellationToken;
@@ -12,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::{Bus, BusClass, BusStats};
 use crate::error::{ConfigError, ProcessError};
 use crate::in_memory_bus::InMemoryClass;
+use crate::loaded_config::{BusTable, Config};
 use crate::metrics::Metrics;
 use crate::metrics_endpoint;
 use crate::process_config::ProcessConfig;
@@ -109,7 +109,7 @@ impl<M: Message> Process<M> {
                 return Err(ProcessError::DuplicateClass(r.name.to_owned()));
             }
         }
-        let spec = ProcessConfig::parse(&self.config)?;
+        let spec = ProcessConfig::parse(&self.config.0)?;
         for m in &spec.modules {
             if !self.registrations.iter().any(|r| r.name == m.class) {
                 let known: Vec<&str> = self.registrations.iter().map(|r| r.name).collect();
@@ -135,7 +135,7 @@ impl<M: Message> Process<M> {
         }
         for b in &spec.buses {
             self.class_of(&b.id, &b.class)?
-                .check(&b.id, b.config.clone())?;
+                .check(&b.id, BusTable::new(&b.id, b.config.clone()))?;
         }
         let mut instances: Instances<M> = Vec::new();
         for r in &self.registrations {
@@ -183,9 +183,13 @@ impl<M: Message> Process<M> {
     ) -> Result<Vec<Arc<dyn Bus<M>>>, ProcessError> {
         let mut buses: Vec<Arc<dyn Bus<M>>> = Vec::new();
         for b in &spec.buses {
-            let built = self
-                .class_of(&b.id, &b.class)
-                .and_then(|class| class.build(&b.id, b.config.clone(), metrics.clone()));
+            let built = self.class_of(&b.id, &b.class).and_then(|class| {
+                class.build(
+                    &b.id,
+                    BusTable::new(&b.id, b.config.clone()),
+                    metrics.clone(),
+                )
+            });
             match built {
                 Ok(bus) => buses.push(bus),
                 Err(e) => {
@@ -255,7 +259,7 @@ impl<M: Message> Process<M> {
                     running.stop().await;
                     return Err(ProcessError::Metrics {
                         address: m.address.clone(),
-                        message: e.to_string(),
+                        source: e,
                     });
                 }
             }

@@ -164,7 +164,7 @@ impl ProcessConfig {
             .clone()
             .try_deserialize::<Value>()
             .and_then(Value::into_table)
-            .map_err(|e| ConfigError::Load(e.to_string()))?;
+            .map_err(ConfigError::load)?;
         for key in root.keys() {
             if !TOP_LEVEL.contains(&key.as_str()) {
                 return Err(ConfigError::invalid(
@@ -272,7 +272,7 @@ impl ProcessConfig {
 }
 
 /// Deserialises `value` into `T`, naming `key` on failure.
-pub fn typed<T: DeserializeOwned>(key: &str, value: Value) -> Result<T, ConfigError> {
+pub(crate) fn typed<T: DeserializeOwned>(key: &str, value: Value) -> Result<T, ConfigError> {
     value
         .try_deserialize()
         .map_err(|e| ConfigError::invalid(key, e.to_string()))

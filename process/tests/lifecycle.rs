@@ -45,7 +45,13 @@ async fn record(this: Arc<Recorder>, ctx: Context<Value>) -> Result<(), ModuleEr
         return Err(ModuleError::new("refusing to start"));
     }
     let id = ctx.id().to_owned();
-    ctx.run(async move { note(&this.journal, format!("task {id}")) });
+    let journal = this.journal.clone();
+    ctx.run(async move { note(&journal, format!("task {id}")) });
+    // Give the task every chance to start early: on a multi-threaded runtime
+    // an idle worker would run it at once if nothing held it back.
+    for _ in 0..1000 {
+        tokio::task::yield_now().await;
+    }
     Ok(())
 }
 
@@ -71,7 +77,7 @@ recorder_class!(First, "first");
 recorder_class!(Second, "second");
 recorder_class!(Third, "third");
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modules_init_in_registration_order_and_tasks_start_after_all_inits() {
     let toml = "[module.a]\nclass = \"first\"\njournal = \"order\"\n[module.b]\nclass = \"second\"\njournal = \"order\"\n[module.c]\nclass = \"third\"\njournal = \"order\"\n";
     let process = Process::<Value>::new(config(toml))
@@ -110,6 +116,7 @@ async fn an_init_error_stops_startup_and_names_the_module() {
         matches!(err, ProcessError::Module { ref module, .. } if module == "bad"),
         "{err}"
     );
+    assert_eq!(err.failed_module(), Some("bad"));
     assert!(err.to_string().contains("refusing to start"));
     // The good module was initialised but its task never ran: startup never finished.
     assert_eq!(

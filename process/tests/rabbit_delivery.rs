@@ -85,11 +85,13 @@ async fn a_broker_that_refuses_the_declarations_fails_startup_naming_the_key() {
     )))
     .start()
     .await;
-    let err = started.expect_err("startup fails").to_string();
-    assert!(
-        err.contains("message-bus.external.exchange-durable"),
+    let err = started.expect_err("startup fails");
+    assert_eq!(
+        err.config_key(),
+        Some("message-bus.external.exchange-durable"),
         "names the key: {err}"
     );
+    let err = err.to_string();
     assert!(
         err.contains("406") && err.contains("PRECONDITION_FAILED"),
         "quotes the broker: {err}"

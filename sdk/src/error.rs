@@ -70,6 +70,24 @@ pub enum PublishError {
     },
 }
 
+impl PublishError {
+    /// True for [`PublishError::NoRoute`]: no route matches the topic.
+    pub fn is_no_route(&self) -> bool {
+        matches!(self, PublishError::NoRoute { .. })
+    }
+
+    /// True for [`PublishError::Closed`]: the process is stopping.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, PublishError::Closed { .. })
+    }
+
+    /// True for [`PublishError::Bus`]: the bus could not take the message
+    /// (broker gone, message too large …); the reason says which.
+    pub fn is_bus(&self) -> bool {
+        matches!(self, PublishError::Bus { .. })
+    }
+}
+
 /// Why a subscription or a handler registration failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -99,6 +117,18 @@ pub enum SubscribeError {
         /// What went wrong.
         reason: String,
     },
+}
+
+impl SubscribeError {
+    /// True for [`SubscribeError::NoRoute`]: no route can carry the pattern.
+    pub fn is_no_route(&self) -> bool {
+        matches!(self, SubscribeError::NoRoute { .. })
+    }
+
+    /// True for [`SubscribeError::Closed`]: the process is stopping.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, SubscribeError::Closed { .. })
+    }
 }
 
 /// Why a request got no response.
@@ -172,6 +202,21 @@ impl RequestError {
             self,
             RequestError::NoResponder { .. } | RequestError::NoRoute { .. }
         )
+    }
+
+    /// True for [`RequestError::Dropped`]: the handler went away without answering.
+    pub fn is_dropped(&self) -> bool {
+        matches!(self, RequestError::Dropped { .. })
+    }
+
+    /// True for [`RequestError::Closed`]: the process is stopping.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, RequestError::Closed { .. })
+    }
+
+    /// True for [`RequestError::Bus`]: the bus failed to carry it.
+    pub fn is_bus(&self) -> bool {
+        matches!(self, RequestError::Bus { .. })
     }
 
     /// The handler's error, if the handler failed.

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use config::Value;
 use lapin::BasicProperties;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -27,8 +26,8 @@ use tokio_util::task::TaskTracker;
 use crate::bus::{Bus, BusClass, BusStats, QueueDefaults};
 use crate::codec;
 use crate::error::ConfigError;
+use crate::loaded_config::BusTable;
 use crate::metrics::{BusHealth, Metrics};
-use crate::process_config::typed;
 use crate::rabbit::config::{DeliveryMode, RabbitMqConfig};
 use crate::rabbit::link::{Link, OnConnect};
 use crate::rabbit::publisher::{OutMessage, Publisher};
@@ -419,9 +418,9 @@ impl<M> Drop for RabbitMqBus<M> {
 pub struct RabbitMqClass;
 
 /// `[message-bus.<id>]` of class `rabbit-mq`, checked.
-fn rabbit_config(id: &str, config: Value) -> Result<RabbitMqConfig, ConfigError> {
+fn rabbit_config(id: &str, table: BusTable) -> Result<RabbitMqConfig, ConfigError> {
     let key = format!("message-bus.{id}");
-    let config: RabbitMqConfig = typed(&key, config)?;
+    let config: RabbitMqConfig = table.parse()?;
     config
         .check()
         .map_err(|problem| ConfigError::invalid(&key, problem))?;
@@ -433,17 +432,17 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> BusClass<M> for Ra
         "rabbit-mq"
     }
 
-    fn check(&self, id: &str, config: Value) -> Result<(), ConfigError> {
-        rabbit_config(id, config).map(|_| ())
+    fn check(&self, id: &str, table: BusTable) -> Result<(), ConfigError> {
+        rabbit_config(id, table).map(|_| ())
     }
 
     fn build(
         &self,
         id: &str,
-        config: Value,
+        table: BusTable,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<dyn Bus<M>>, ConfigError> {
-        let config = rabbit_config(id, config)?;
+        let config = rabbit_config(id, table)?;
         tracing::info!(bus = id, config = ?config, "starting RabbitMQ bus");
         Ok(Arc::new(RabbitMqBus::<M>::start(id, config, &metrics)))
     }

@@ -54,6 +54,7 @@ enum Urls {
 /// The RabbitMQ bus config. `Debug` hides passwords, also inside URLs.
 #[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+#[non_exhaustive]
 pub struct RabbitMqConfig {
     #[serde(rename = "url")]
     urls: Urls,

@@ -16,7 +16,7 @@ use serde_json::Value;
 use telamon_process::{ConfigLoader, Process, RunningProcess};
 
 /// Loads `toml` with no environment overrides.
-pub fn config(toml: &str) -> config::Config {
+pub fn config(toml: &str) -> telamon_process::Config {
     ConfigLoader::new()
         .embedded(toml)
         .env_prefix(None)
