@@ -27,8 +27,10 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::axon_status::axon_status;
 use crate::event_store::SequenceError;
+use crate::handler_info::EventTrackerInfo;
 use crate::state::{ResponseStream, Shared};
 use crate::stream_registry::{StreamGuard, StreamKind};
+use crate::support::lock;
 
 /// Outgoing buffer of one tracker.
 const TRACKER_BUFFER: usize = 64;
@@ -204,6 +206,15 @@ impl EventStoreRpc for EventServiceImpl {
 
 type TrackerTx = mpsc::Sender<Result<EventWithToken, Status>>;
 
+/// Removes a tracker from [`Shared::trackers`] when its stream ends.
+struct Forget(Arc<Shared>, u64);
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        lock(&self.0.trackers).remove(&self.1);
+    }
+}
+
 struct Tracker {
     next: usize,
     permits: i64,
@@ -259,6 +270,8 @@ async fn run_tracker(
         return;
     };
     guard.set_client(&first.client_id);
+    let first_client = first.client_id.clone();
+    let _forget = Forget(shared.clone(), guard.id);
     let mut tracker = Tracker {
         next: usize::try_from(first.tracking_token.max(0)).unwrap_or(usize::MAX),
         permits: 0,
@@ -269,6 +282,7 @@ async fn run_tracker(
     let mut changed = shared.events.subscribe();
     let mut starved_since: Option<Instant> = None;
     loop {
+        let events_seen = to_i64(shared.events.len());
         if !shared.faults.withheld() && tracker.permits > 0 {
             starved_since = None;
             let batch_size = usize::try_from(tracker.permits)
@@ -298,6 +312,16 @@ async fn run_tracker(
                 continue;
             }
         }
+        // What it holds back, for tests (`RunningAxonServer::event_trackers`).
+        lock(&shared.trackers).insert(
+            guard.id,
+            EventTrackerInfo {
+                client_id: first_client.clone(),
+                next_token: to_i64(tracker.next),
+                permits: tracker.permits,
+                events_seen,
+            },
+        );
         if tracker.permits <= 0 && starved_since.is_none() {
             starved_since = Some(Instant::now());
         }

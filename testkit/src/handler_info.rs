@@ -45,5 +45,19 @@ pub struct ConnectedClient {
     pub acks_received: Vec<pb::InstructionAck>,
 }
 
+/// A `ListEvents` stream as seen by tests: where it is and what it may send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventTrackerInfo {
+    /// Client id from the first request.
+    pub client_id: String,
+    /// Token of the next event it would send.
+    pub next_token: i64,
+    /// Permits granted and not yet used.
+    pub permits: i64,
+    /// Events in the store when it last decided what to send: with
+    /// `next_token` below this it held an existing event back.
+    pub events_seen: i64,
+}
+
 /// Open stream counts by kind.
 pub type StreamCounts = HashMap<crate::stream_registry::StreamKind, usize>;

@@ -58,7 +58,9 @@ pub use axon_status::axon_status;
 pub use builder::AxonTestServerBuilder;
 pub use error::TestServerError;
 pub use faults::Faults;
+pub use handler_info::{
+    CommandHandlerInfo, ConnectedClient, EventTrackerInfo, QueryHandlerInfo, StreamCounts,
+};
 pub use server::{AxonTestServer, RunningAxonServer, STOP_GRACE};
 pub use server_config::ServerConfig;
-pub use state::{CommandHandlerInfo, ConnectedClient, QueryHandlerInfo, StreamCounts};
 pub use stream_registry::StreamKind;

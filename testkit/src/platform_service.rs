@@ -25,8 +25,9 @@ use telamon_axon_proto::pb::control::{
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::axon_status::{ack_ok, ack_unsupported};
+use crate::handler_info::ConnectedClient;
 use crate::platform_state::{ClientEntry, outbound};
-use crate::state::{ConnectedClient, Outbound, ResponseStream, Shared, lock};
+use crate::state::{Outbound, ResponseStream, Shared, lock};
 use crate::stream_registry::{StreamGuard, StreamKind};
 
 /// Oldest client version that gets server heartbeats.

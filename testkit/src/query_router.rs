@@ -567,6 +567,11 @@ impl QueryRouter {
     }
 
     /// Registered handlers by query name.
+    /// Queries dispatched and not yet completed by every target.
+    pub(crate) fn active_count(&self) -> usize {
+        self.active.len()
+    }
+
     pub(crate) fn handlers(&self) -> BTreeMap<String, Vec<QueryHandlerInfo>> {
         let mut handlers: BTreeMap<String, Vec<QueryHandlerInfo>> = BTreeMap::new();
         for stream in self.streams.values() {

@@ -32,12 +32,14 @@ use crate::command_service::CommandServiceImpl;
 use crate::error::TestServerError;
 use crate::event_service::EventServiceImpl;
 use crate::faults::Faults;
+use crate::handler_info::{
+    CommandHandlerInfo, ConnectedClient, EventTrackerInfo, QueryHandlerInfo, StreamCounts,
+};
 use crate::platform_service::PlatformServiceImpl;
 use crate::query_service::QueryServiceImpl;
 use crate::server_config::ServerConfig;
-use crate::state::{
-    CommandHandlerInfo, ConnectedClient, QueryHandlerInfo, Shared, StreamCounts, lock,
-};
+use crate::state::Shared;
+use crate::support::lock;
 
 /// Longest time `stop` waits for the gRPC server to finish before cutting it.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -185,6 +187,19 @@ impl RunningAxonServer {
     #[must_use]
     pub fn pending_commands(&self) -> usize {
         lock(&self.shared.commands).pending_count()
+    }
+
+    /// Queries dispatched and not yet completed by every handler they went to.
+    #[must_use]
+    pub fn active_queries(&self) -> usize {
+        lock(&self.shared.queries).active_count()
+    }
+
+    /// Every open `ListEvents` stream, as of the moment it last waited for
+    /// permits or new events (so a test can see that it holds back).
+    #[must_use]
+    pub fn event_trackers(&self) -> Vec<EventTrackerInfo> {
+        lock(&self.shared.trackers).values().cloned().collect()
     }
 
     /// Registered query handlers by query name.

@@ -17,9 +17,7 @@ use tonic::{Request, Response, Streaming};
 use crate::command_router::CommandRouter;
 use crate::event_store::EventStore;
 use crate::fault_state::FaultState;
-pub use crate::handler_info::{
-    CommandHandlerInfo, ConnectedClient, QueryHandlerInfo, StreamCounts,
-};
+use crate::handler_info::EventTrackerInfo;
 use crate::platform_state::PlatformState;
 use crate::query_router::QueryRouter;
 use crate::server_config::ServerConfig;
@@ -40,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) commands: Mutex<CommandRouter>,
     pub(crate) queries: Mutex<QueryRouter>,
     pub(crate) events: EventStore,
+    /// Each open `ListEvents` stream, by stream id, as of its last pause.
+    pub(crate) trackers: Mutex<std::collections::BTreeMap<u64, EventTrackerInfo>>,
 }
 
 impl Shared {
@@ -81,6 +81,7 @@ impl Shared {
             commands: Mutex::new(CommandRouter::default()),
             queries: Mutex::new(QueryRouter::default()),
             events: EventStore::default(),
+            trackers: Mutex::default(),
             config,
         })
     }

@@ -5,7 +5,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{CommandHandler, assert_quiet, channel, command_ack, next, req, start};
+use common::{CommandHandler, channel, command_ack, next, req, start, until};
 use futures_util::StreamExt;
 use telamon_axon_proto::error_code;
 use telamon_axon_proto::pb::command::command_provider_inbound::Request as ToHandler;
@@ -121,7 +121,11 @@ async fn no_command_is_delivered_before_flow_control() {
     let channel = channel(&server).await;
     let mut handler = CommandHandler::open(&channel, "h1", "orders", &["PlaceOrder"], 0).await;
     let call = spawn_dispatch(&channel, command("c1", "PlaceOrder"));
-    assert_quiet(&mut handler.inbound).await;
+    until("c1 queued for lack of permits", || {
+        server.command_handlers()["PlaceOrder"][0].queued == 1
+    })
+    .await;
+    handler.assert_nothing_received().await;
     handler.grant(1);
     let received = received_command(&mut handler).await;
     assert_eq!(received.message_identifier, "c1");
@@ -143,7 +147,11 @@ async fn each_delivered_command_consumes_one_permit() {
         .collect();
     let first = received_command(&mut handler).await;
     let second = received_command(&mut handler).await;
-    assert_quiet(&mut handler.inbound).await;
+    until("the third command queued", || {
+        server.command_handlers()["PlaceOrder"][0].queued == 1
+    })
+    .await;
+    handler.assert_nothing_received().await;
     assert_eq!(server.command_handlers()["PlaceOrder"][0].permits, 0);
     handler.grant(1);
     let third = received_command(&mut handler).await;
@@ -456,7 +464,7 @@ async fn metadata_matching_client_tags_selects_the_handler() {
         answer(&us, &received, b"us");
         assert_eq!(finished(call).await.payload.expect("payload").data, b"us");
     }
-    assert_quiet(&mut eu.inbound).await;
+    eu.assert_nothing_received().await;
     server.stop().await.expect("stops");
 }
 
@@ -493,7 +501,11 @@ async fn misbehaving_handler_messages_are_tolerated() {
         .expect("send");
     handler.grant(-5);
     let call = spawn_dispatch(&channel, command("c1", "Do"));
-    assert_quiet(&mut handler.inbound).await;
+    until("c1 queued behind negative permits", || {
+        server.command_handlers()["Do"][0].queued == 1
+    })
+    .await;
+    handler.assert_nothing_received().await;
     handler.grant(1);
     let received = received_command(&mut handler).await;
     answer(&handler, &received, b"still fine");

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{assert_quiet, channel, next, outbound, req, start};
+use common::{channel, next, outbound, req, start, until};
 use telamon_axon_proto::pb::SerializedObject;
 use telamon_axon_proto::pb::event::event_store_client::EventStoreClient;
 use telamon_axon_proto::pb::event::{
@@ -164,7 +164,14 @@ async fn list_events_starts_at_the_token_respects_permits_and_tails() {
     .expect("send");
     assert_eq!(next(&mut stream).await.token, 2);
     assert_eq!(next(&mut stream).await.token, 3);
-    assert_quiet(&mut stream).await; // out of permits although event 4 exists
+    // Out of permits although event 4 exists: the server holds it back.
+    let holds = |next: i64, permits: i64, seen: i64| {
+        server
+            .event_trackers()
+            .iter()
+            .any(|t| t.next_token == next && t.permits == permits && t.events_seen >= seen)
+    };
+    until("event 4 held back", || holds(4, 0, 5)).await;
     tx.send(GetEventsRequest {
         number_of_permits: 2,
         ..GetEventsRequest::default()
@@ -173,12 +180,12 @@ async fn list_events_starts_at_the_token_respects_permits_and_tails() {
     let four = next(&mut stream).await;
     assert_eq!(four.token, 4);
     assert_eq!(four.event.expect("event").message_identifier, "e4");
-    assert_quiet(&mut stream).await; // one permit left, nothing new yet
+    until("one permit left, nothing new yet", || holds(5, 1, 5)).await;
     append(&mut client, vec![plain("e5", 5), plain("e6", 6)])
         .await
         .expect("append");
     assert_eq!(next(&mut stream).await.token, 5); // live tail
-    assert_quiet(&mut stream).await; // permits used up, event 6 is held back
+    until("permits used up, event 6 held back", || holds(6, 0, 7)).await;
     tx.send(GetEventsRequest {
         number_of_permits: 1,
         ..GetEventsRequest::default()

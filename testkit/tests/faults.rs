@@ -4,9 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{
-    CommandHandler, WAIT, assert_quiet, channel, command_ack, next, outbound, req, start,
-};
+use common::{CommandHandler, WAIT, channel, command_ack, next, outbound, req, start, until};
 use telamon_axon_proto::error_code;
 use telamon_axon_proto::pb::command::command_provider_inbound::Request as ToHandler;
 use telamon_axon_proto::pb::command::command_provider_outbound::Request as FromHandler;
@@ -153,7 +151,11 @@ async fn withheld_permits_stop_delivery_until_released() {
     let mut handler = CommandHandler::open(&channel, "h1", "app", &["Do"], 5).await;
     server.faults().withhold_permits();
     let call = spawn_dispatch(&channel, "c1", "Do");
-    assert_quiet(&mut handler.inbound).await;
+    until("c1 queued while permits are withheld", || {
+        server.command_handlers()["Do"][0].queued == 1
+    })
+    .await;
+    handler.assert_nothing_received().await;
     server.faults().release_permits();
     match next(&mut handler.inbound).await.request {
         Some(ToHandler::Command(command)) => {
@@ -195,7 +197,13 @@ async fn withheld_permits_also_stop_event_streams() {
         .append_event(req(tokio_stream::iter(vec![Event::default()])))
         .await
         .expect("append");
-    assert_quiet(&mut tracker).await;
+    until("the tracker holds the appended event back", || {
+        server
+            .event_trackers()
+            .iter()
+            .any(|t| t.events_seen >= 1 && t.next_token == 0 && t.permits == 10)
+    })
+    .await;
     server.faults().release_permits();
     assert_eq!(next(&mut tracker).await.token, 0);
     server.stop().await.expect("stops");

@@ -4,7 +4,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{QueryHandler, WAIT, assert_quiet, channel, next, req, start};
+use common::{QueryHandler, WAIT, channel, next, req, start, until};
+use futures_util::FutureExt;
 use telamon_axon_proto::error_code;
 use telamon_axon_proto::pb::query::query_provider_inbound::Request as ToHandler;
 use telamon_axon_proto::pb::query::query_provider_outbound::Request as FromHandler;
@@ -118,11 +119,16 @@ async fn query_goes_to_one_handler_per_component_and_completes_after_all() {
     let from_b = received_query(&mut b1).await;
     assert_eq!(from_b.message_identifier, "q1");
     // Exactly one of the two instances of app-a gets it.
-    let (a_handler, quiet) = tokio::select! {
-        q = received_query(&mut a1) => { assert_eq!(q.message_identifier, "q1"); (&a1, &mut a2) }
-        q = received_query(&mut a2) => { assert_eq!(q.message_identifier, "q1"); (&a2, &mut a1) }
+    let a1_first = tokio::select! {
+        q = received_query(&mut a1) => { assert_eq!(q.message_identifier, "q1"); true }
+        q = received_query(&mut a2) => { assert_eq!(q.message_identifier, "q1"); false }
     };
-    assert_quiet(&mut quiet.inbound).await;
+    let (a_handler, quiet) = if a1_first {
+        (&mut a1, &mut a2)
+    } else {
+        (&mut a2, &mut a1)
+    };
+    quiet.assert_nothing_received().await;
 
     respond(a_handler, "q1", b"A", None);
     respond(&b1, "q1", b"B", None);
@@ -133,11 +139,12 @@ async fn query_goes_to_one_handler_per_component_and_completes_after_all() {
     answers.sort();
     assert_eq!(answers, vec![b"A".to_vec(), b"B".to_vec()]);
     complete(a_handler, "q1");
-    // Still open: app-b has not completed yet.
-    assert!(
-        tokio::time::timeout(common::QUIET, responses.message())
-            .await
-            .is_err(),
+    // The server has taken app-a's completion (it acks in stream order)…
+    a_handler.assert_nothing_received().await;
+    // …and the call is still open: app-b has not completed yet.
+    assert_eq!(
+        server.active_queries(),
+        1,
         "the call must wait for every QueryComplete"
     );
     complete(&b1, "q1");
@@ -172,12 +179,13 @@ async fn held_error_is_forwarded_when_nothing_succeeds() {
     let mut responses = call(&channel, query("q1", "Find")).await;
     received_query(&mut a).await;
     respond(&a, "q1", b"", Some("AXONIQ-5001"));
+    // The server has taken the error (it acks in stream order) and kept it.
+    a.assert_nothing_received().await;
     assert!(
-        tokio::time::timeout(common::QUIET, responses.message())
-            .await
-            .is_err(),
+        responses.message().now_or_never().is_none(),
         "the error is held until completion"
     );
+    assert_eq!(server.active_queries(), 1);
     complete(&a, "q1");
     assert_eq!(next(&mut responses).await.error_code, "AXONIQ-5001");
     assert_ended(&mut responses).await;
@@ -190,7 +198,11 @@ async fn no_query_is_delivered_before_flow_control() {
     let channel = channel(&server).await;
     let mut handler = QueryHandler::open(&channel, "a", "app-a", &["Find"], 0).await;
     let _responses = call(&channel, query("q1", "Find")).await;
-    assert_quiet(&mut handler.inbound).await;
+    until("q1 queued for lack of permits", || {
+        server.query_handlers()["Find"][0].queued == 1
+    })
+    .await;
+    handler.assert_nothing_received().await;
     handler.grant(1);
     let forwarded = received_query(&mut handler).await;
     assert_eq!(forwarded.message_identifier, "q1");
@@ -271,7 +283,7 @@ async fn undelivered_query_times_out_with_axoniq_5006() {
     );
     assert_ended(&mut responses).await;
     handler.grant(5);
-    assert_quiet(&mut handler.inbound).await; // the handler never sees it
+    handler.assert_nothing_received().await; // the handler never sees it
     server.stop().await.expect("stops");
 }
 
@@ -343,7 +355,7 @@ async fn metadata_matching_client_tags_selects_the_instance_within_a_component()
         );
         assert_ended(&mut responses).await;
     }
-    assert_quiet(&mut us.inbound).await;
+    us.assert_nothing_received().await;
     server.stop().await.expect("stops");
 }
 

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{QueryHandler, WAIT, assert_quiet, channel, next, outbound};
+use common::{QueryHandler, WAIT, channel, next, outbound};
 use telamon_axon_proto::error_code;
 use telamon_axon_proto::pb::query::query_provider_inbound::Request as ToHandler;
 use telamon_axon_proto::pb::query::query_provider_outbound::Request as FromHandler;
@@ -198,6 +198,6 @@ async fn update_for_an_unknown_subscription_is_answered_with_unsubscribe() {
         SubscriberRequest::Unsubscribe(q) => assert_eq!(q.subscription_identifier, "ghost"),
         other => panic!("expected unsubscribe, got {other:?}"),
     }
-    assert_quiet(&mut handler.inbound).await;
+    handler.assert_nothing_received().await;
     server.stop().await.expect("stops");
 }

@@ -25,8 +25,27 @@ use tonic::{Request, Streaming};
 /// Upper bound for any single awaited message.
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
-/// Short window used to assert that nothing arrives.
-pub(crate) const QUIET: Duration = Duration::from_millis(300);
+/// A fresh instruction id for a sentinel.
+fn sentinel_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "sentinel-{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+/// Waits, within [`WAIT`], until the server's state satisfies `condition`
+/// (checked every millisecond).
+pub(crate) async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server never got to: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
 
 pub(crate) async fn start() -> RunningAxonServer {
     AxonTestServer::builder()
@@ -60,13 +79,6 @@ pub(crate) async fn next<T>(stream: &mut Streaming<T>) -> T {
         .expect("message within the wait bound")
         .expect("stream not failed")
         .expect("stream not ended")
-}
-
-/// Asserts that nothing arrives on `stream` within [`QUIET`].
-pub(crate) async fn assert_quiet<T: std::fmt::Debug>(stream: &mut Streaming<T>) {
-    if let Ok(got) = tokio::time::timeout(QUIET, stream.message()).await {
-        panic!("expected silence, got {got:?}");
-    }
 }
 
 /// Sending half of a bidi call.
@@ -130,6 +142,25 @@ impl CommandHandler {
     }
 
     /// Sends `FlowControl{permits}` (no instruction id).
+    /// Proves that nothing reached this handler so far: the server answers an
+    /// instruction with an ack in stream order, so the next message must be
+    /// the ack of this sentinel (a flow control of 0 permits, which changes
+    /// nothing).
+    pub(crate) async fn assert_nothing_received(&mut self) {
+        let id = sentinel_id();
+        self.tx
+            .send(CommandProviderOutbound {
+                instruction_id: id.clone(),
+                request: Some(FromHandler::FlowControl(FlowControl {
+                    client_id: self.client_id.clone(),
+                    permits: 0,
+                })),
+            })
+            .expect("send");
+        let ack = command_ack(&mut self.inbound).await;
+        assert_eq!(ack.instruction_id, id, "nothing before the sentinel's ack");
+    }
+
     pub(crate) fn grant(&self, permits: i64) {
         self.tx
             .send(CommandProviderOutbound {
@@ -209,6 +240,27 @@ impl QueryHandler {
     }
 
     /// Sends `FlowControl{permits}`.
+    /// As [`CommandHandler::assert_nothing_received`], on a query stream.
+    pub(crate) async fn assert_nothing_received(&mut self) {
+        use telamon_axon_proto::pb::query::query_provider_inbound::Request;
+        let id = sentinel_id();
+        self.tx
+            .send(QueryProviderOutbound {
+                instruction_id: id.clone(),
+                request: Some(FromQueryHandler::FlowControl(FlowControl {
+                    client_id: self.client_id.clone(),
+                    permits: 0,
+                })),
+            })
+            .expect("send");
+        match next(&mut self.inbound).await.request {
+            Some(Request::Ack(ack)) => {
+                assert_eq!(ack.instruction_id, id, "nothing before the sentinel's ack");
+            }
+            other => panic!("expected only the sentinel's ack, got {other:?}"),
+        }
+    }
+
     pub(crate) fn grant(&self, permits: i64) {
         self.tx
             .send(QueryProviderOutbound {
