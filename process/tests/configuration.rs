@@ -187,7 +187,6 @@ async fn a_missing_config_file_is_an_error_not_silently_skipped() {
 
 #[tokio::test]
 async fn metrics_are_served_as_prometheus_text() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let toml = "[metrics]\naddress = \"127.0.0.1:0\"\n[module.greeter]\ngreeting = \"hi\"\n";
     let process = Process::<Value>::new(common::config(toml))
         .module::<Greeter>()
@@ -200,17 +199,12 @@ async fn metrics_are_served_as_prometheus_text() {
     ctx.publish("news.today", json!(2)).await.unwrap();
     ctx.request("greet", json!(null)).await.unwrap();
     assert!(sub.try_recv().is_some());
-    let addr = process
-        .metrics_address()
-        .expect("metrics endpoint listening");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await.unwrap();
-    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    let body = scrape(
+        process
+            .metrics_address()
+            .expect("metrics endpoint listening"),
+    )
+    .await;
     assert!(
         body.contains("telamon_published_total{topic=\"news.today\"} 2"),
         "{body}"
