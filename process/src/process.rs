@@ -226,44 +226,18 @@ impl<M: Message> Process<M> {
         let buses = self.build_buses(&spec, &metrics).await?;
         let router = Arc::new(router(&spec, &buses, &metrics));
         let lifecycle = Arc::new(Lifecycle::new());
-        let mut running = RunningProcess {
+        let running = RunningProcess {
             lifecycle: lifecycle.clone(),
             router,
             buses,
-            metrics: metrics.clone(),
+            metrics,
             metrics_address: None,
             endpoint_stop: CancellationToken::new(),
             shutdown_timeout: spec.process.shutdown_timeout,
             modules: instances.iter().map(|(id, _)| id.clone()).collect(),
         };
-        for (id, instance) in &instances {
-            let ctx = running.context(id.as_str());
-            tracing::debug!(module = %id, "initialising");
-            if let Err(e) = instance.init(ctx).await {
-                let module = id.clone();
-                running.stop().await;
-                return Err(ProcessError::Module {
-                    module,
-                    message: e.to_string(),
-                });
-            }
-        }
-        if let Some(m) = &spec.metrics {
-            match metrics_endpoint::serve(&m.address, metrics, running.endpoint_stop.clone()).await
-            {
-                Ok(addr) => {
-                    tracing::info!(address = %addr, "metrics at http://{addr}/metrics");
-                    running.metrics_address = Some(addr);
-                }
-                Err(e) => {
-                    running.stop().await;
-                    return Err(ProcessError::Metrics {
-                        address: m.address.clone(),
-                        source: e,
-                    });
-                }
-            }
-        }
+        let running = running.init_modules(&instances).await?;
+        let running = running.serve_metrics(&spec).await?;
         lifecycle.mark_ready();
         tracing::info!(modules = ?running.modules, "process started");
         Ok(running)
@@ -352,6 +326,43 @@ pub struct StopReport {
 }
 
 impl<M: Message> RunningProcess<M> {
+    /// Initialises the modules in order; the first failure stops what started.
+    async fn init_modules(self, instances: &Instances<M>) -> Result<Self, ProcessError> {
+        for (id, instance) in instances {
+            tracing::debug!(module = %id, "initialising");
+            if let Err(e) = instance.init(self.context(id.as_str())).await {
+                self.stop().await;
+                return Err(ProcessError::Module {
+                    module: id.clone(),
+                    message: e.to_string(),
+                });
+            }
+        }
+        Ok(self)
+    }
+
+    /// Opens `/metrics` when `[metrics]` is configured.
+    async fn serve_metrics(mut self, spec: &ProcessConfig) -> Result<Self, ProcessError> {
+        let Some(m) = &spec.metrics else {
+            return Ok(self);
+        };
+        let stop = self.endpoint_stop.clone();
+        match metrics_endpoint::serve(&m.address, self.metrics.clone(), stop).await {
+            Ok(addr) => {
+                tracing::info!(address = %addr, "metrics at http://{addr}/metrics");
+                self.metrics_address = Some(addr);
+                Ok(self)
+            }
+            Err(source) => {
+                self.stop().await;
+                Err(ProcessError::Metrics {
+                    address: m.address.clone(),
+                    source,
+                })
+            }
+        }
+    }
+
     /// A context for code outside any module (tests, embedding applications).
     pub fn context(&self, id: &str) -> Context<M> {
         let bus: Arc<dyn MessageBus<M>> = self.router.clone();
