@@ -35,6 +35,9 @@ pub use cbor::{
 
 /// Default [`DecodeLimits::max_depth`].
 pub const DEFAULT_MAX_DEPTH: usize = 128;
+/// The deepest nesting that decoding (and dropping) stays well inside a 2 MiB
+/// thread stack with; config refuses more.
+pub const MAX_SAFE_DEPTH: usize = 1024;
 /// Default [`DecodeLimits::max_size`]: 16 MiB.
 pub const DEFAULT_MAX_SIZE: usize = 16 * 1024 * 1024;
 
@@ -63,6 +66,16 @@ impl DecodeLimits {
         DecodeLimits {
             max_size,
             max_depth,
+        }
+    }
+
+    /// The limits for a body wrapped once more (`{"Ok": message}`): one more
+    /// level and a little more room, so a message that was within the limits
+    /// is within them as a reply too.
+    pub fn for_reply(&self) -> Self {
+        DecodeLimits {
+            max_size: self.max_size.saturating_add(64),
+            max_depth: self.max_depth.saturating_add(1),
         }
     }
 

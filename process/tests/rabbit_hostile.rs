@@ -99,6 +99,7 @@ async fn hostile_bodies_are_rejected_counted_and_valid_traffic_goes_on() {
         .await
         .unwrap();
     let ch = raw.create_channel().await.unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
     let replies = ch
         .queue_declare(
             "".into(),
@@ -172,6 +173,16 @@ async fn hostile_bodies_are_rejected_counted_and_valid_traffic_goes_on() {
         .await
         .unwrap();
     assert_eq!(*answer, json!({"still": "alive"}));
+    // A request exactly at the depth limit is served, and its echo — one level
+    // deeper inside the reply envelope — comes back.
+    let mut at_limit = json!(0);
+    for _ in 0..128 {
+        at_limit = json!([at_limit]);
+    }
+    let echoed = within(ctx.request("svc.echo", at_limit.clone()))
+        .await
+        .unwrap();
+    assert_eq!(*echoed, at_limit);
 
     // One count per hostile body on each path. The raw publishes were
     // confirmed before the valid ones were sent, so they were ahead of them

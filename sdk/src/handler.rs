@@ -57,9 +57,11 @@ impl HandlerHandle {
         self.task.is_finished()
     }
 
-    /// Removes the handler: it takes no further request (a new request on its
-    /// topics fails with `NoResponder` once this returns), and the calls in
-    /// flight finish first.
+    /// Removes the handler: it takes no further request, and the calls in
+    /// flight finish first. In-process, a request made after this returns
+    /// fails with `NoResponder`; on RabbitMQ the broker drops the handler's
+    /// consumer a moment later, and a request that reaches it in between is
+    /// answered `Dropped` (never left to time out).
     pub async fn remove(self) {
         self.remove.cancel();
         let _ = self.task.await;

@@ -87,13 +87,27 @@ impl PartialEq for Headers {
 
 impl Eq for Headers {}
 
+/// Later pairs replace earlier ones with the same name; linear in the number
+/// of pairs (a hostile peer's thousands of headers cost no quadratic scan).
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        let mut h = Headers::new();
+        let mut list: Vec<(String, String)> = Vec::new();
+        let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for (k, v) in iter {
-            h.insert(k, v);
+            let (k, v) = (k.into(), v.into());
+            match at.get(&k) {
+                Some(&i) => list[i].1 = v,
+                None => {
+                    at.insert(k.clone(), list.len());
+                    list.push((k, v));
+                }
+            }
         }
-        h
+        if list.is_empty() {
+            Headers::new()
+        } else {
+            Headers(Some(Arc::new(list)))
+        }
     }
 }
 

@@ -148,9 +148,12 @@ impl TraceContext {
         self.flags & 1 == 1
     }
 
-    /// The trace context the current task runs in, if any.
+    /// The trace context the current task runs in, if any. With the
+    /// `opentelemetry` feature the current span's context comes first (inside
+    /// a handler that is the handler's span, whose parent is the request's
+    /// context), so the next hop names a span that is exported.
     pub fn current() -> Option<Self> {
-        CURRENT.try_with(|c| *c).ok().or_else(otel::current)
+        otel::current().or_else(|| CURRENT.try_with(|c| *c).ok())
     }
 
     /// Runs `fut` with this as the current trace context.

@@ -327,10 +327,9 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
 
     fn flush(&self) -> BoxFuture<'_, Result<(), PublishError>> {
         Box::pin(async move {
-            self.publisher.settled().await;
-            match self.publisher.outstanding() {
-                0 => Ok(()),
-                n => Err(PublishError::Bus {
+            match self.publisher.confirmed_so_far().await {
+                Ok(()) => Ok(()),
+                Err(n) => Err(PublishError::Bus {
                     bus: self.id.clone(),
                     topic: String::new(),
                     reason: format!(

@@ -182,6 +182,13 @@ impl RabbitMqConfig {
         if self.max_nesting_depth == 0 || self.max_message_size == 0 {
             return Err("`max-nesting-depth` and `max-message-size` must be at least 1".into());
         }
+        if self.max_nesting_depth > crate::codec::MAX_SAFE_DEPTH {
+            return Err(format!(
+                "`max-nesting-depth` {} is more than {}: decoding that deep can overflow the stack",
+                self.max_nesting_depth,
+                crate::codec::MAX_SAFE_DEPTH
+            ));
+        }
         if self.subscriber_queue_size == 0 || self.request_queue_size == 0 {
             return Err("queue sizes must be at least 1".into());
         }

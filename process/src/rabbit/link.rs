@@ -104,12 +104,20 @@ impl std::fmt::Display for ConnectFailure {
 
 /// A failed step of connecting: refused by the broker (an AMQP error it sent)
 /// or not answered.
+/// AMQP replies that mean "this config is not acceptable here": 403
+/// ACCESS_REFUSED (user, password, vhost), 406 PRECONDITION_FAILED (an
+/// existing exchange differs), 530 NOT_ALLOWED. Anything else (320
+/// CONNECTION_FORCED while a node restarts …) is a node to retry or skip.
+const REFUSALS: [u16; 3] = [403, 406, 530];
+
 fn failed(key: &'static str) -> impl FnOnce(lapin::Error) -> ConnectFailure {
     move |e| match e.kind() {
-        lapin::ErrorKind::ProtocolError(amqp) => ConnectFailure::Refused {
-            key,
-            reason: format!("{} {}", amqp.get_id(), amqp.get_message()),
-        },
+        lapin::ErrorKind::ProtocolError(amqp) if REFUSALS.contains(&amqp.get_id()) => {
+            ConnectFailure::Refused {
+                key,
+                reason: format!("{} {}", amqp.get_id(), amqp.get_message()),
+            }
+        }
         _ => ConnectFailure::Unreachable(e.to_string()),
     }
 }

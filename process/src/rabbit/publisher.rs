@@ -47,6 +47,8 @@ pub(crate) struct Publisher {
     unconfirmed: Mutex<BTreeMap<u64, Unconfirmed>>,
     next_seq: AtomicU64,
     confirms: mpsc::UnboundedSender<ConfirmJob>,
+    /// Woken whenever a confirm settles a message.
+    settled_one: tokio::sync::Notify,
 }
 
 impl Publisher {
@@ -61,6 +63,7 @@ impl Publisher {
             unconfirmed: Mutex::new(BTreeMap::new()),
             next_seq: AtomicU64::new(0),
             confirms: tx,
+            settled_one: tokio::sync::Notify::new(),
         });
         let collector = publisher.clone().collect(rx);
         (publisher, collector)
@@ -162,6 +165,29 @@ impl Publisher {
         }
     }
 
+    /// Waits until every message published before this call is confirmed
+    /// (later publishes do not count); `Err` with how many are not, once the
+    /// connection is gone.
+    pub(crate) async fn confirmed_so_far(&self) -> Result<(), usize> {
+        let horizon = self.next_seq.load(Ordering::Relaxed);
+        loop {
+            let notified = self.settled_one.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let left = self.lock().range(..horizon).count();
+            if left == 0 {
+                return Ok(());
+            }
+            if self.link.current().is_none() {
+                return Err(left);
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = self.link.disconnected() => {}
+            }
+        }
+    }
+
     /// Refuses further publishes (waiting ones fail); for stop.
     pub(crate) fn close(&self) {
         self.window.close();
@@ -223,6 +249,7 @@ impl Publisher {
                             let mut map = self.lock();
                             if map.get(&seq).is_some_and(|u| u.generation == generation) {
                                 map.remove(&seq);
+                                self.settled_one.notify_waiters();
                             }
                         }
                         Err(_) => self.link.report(generation),

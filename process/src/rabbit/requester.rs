@@ -264,7 +264,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Requester<M> {
                 }
             };
             let bytes = answer.map_err(|_| bus_error("bus stopped".into()))?;
-            match codec::decode_cbor::<ReplyIn<M>>(&bytes, &self.link.limits) {
+            match codec::decode_cbor::<ReplyIn<M>>(&bytes, &self.link.limits.for_reply()) {
                 Ok(ReplyIn::Ok(m)) => Ok(Arc::new(m)),
                 Ok(ReplyIn::Err(error)) => Err(RequestError::Handler {
                     topic: topic.to_string(),

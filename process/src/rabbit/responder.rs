@@ -154,12 +154,12 @@ pub(crate) async fn run_handler<M: Serialize + DeserializeOwned + Send + Sync + 
                     );
                     let error = HandlerError::new(format!("malformed request: {why}"))
                         .with_code("malformed");
-                    let _ = reply(
+                    bounded(reply(
                         &live.reply,
                         &reply_to,
                         &correlation,
                         &encode_reply::<M>(&Err(error)),
-                    )
+                    ))
                     .await;
                     continue;
                 }
@@ -174,12 +174,12 @@ pub(crate) async fn run_handler<M: Serialize + DeserializeOwned + Send + Sync + 
             if !queued {
                 // The handler is gone: say so rather than leave the requester to time out.
                 let error = HandlerError::new("handler went away").with_code("dropped");
-                let _ = reply(
+                bounded(reply(
                     &live.reply,
                     &reply_to,
                     &correlation,
                     &encode_reply::<M>(&Err(error)),
-                )
+                ))
                 .await;
                 close_queue(&channel, &consumer, &queue, false).await;
                 return;
@@ -190,12 +190,12 @@ pub(crate) async fn run_handler<M: Serialize + DeserializeOwned + Send + Sync + 
                     Err(HandlerError::new("handler went away without answering")
                         .with_code("dropped"))
                 });
-                let _ = reply(
+                bounded(reply(
                     &live.reply,
                     &reply_to,
                     &correlation,
                     &encode_reply(&outcome),
-                )
+                ))
                 .await;
             });
         }
