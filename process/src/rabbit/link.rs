@@ -21,8 +21,9 @@
 //!   else publishes on the new connection. `BusStats::connected` and
 //!   `telamon_bus_connected` say which state the bus is in.
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -61,11 +62,20 @@ impl Live {
 }
 
 /// Keeps a consumer task counted (see [`Link::consumer`]).
-pub(crate) struct ConsumerGuard(Arc<Link>);
+pub(crate) struct ConsumerGuard {
+    link: Arc<Link>,
+    /// Tells this consumer's binds apart from another's.
+    pub(crate) id: u64,
+}
 
 impl Drop for ConsumerGuard {
     fn drop(&mut self) {
-        self.0.consumers.fetch_sub(1, Ordering::Relaxed);
+        self.link.consumers.fetch_sub(1, Ordering::Relaxed);
+        // Forget its bind, and wake `all_bound` to count again without it.
+        let id = self.id;
+        self.link.bound.send_modify(|(_, ids)| {
+            ids.remove(&id);
+        });
     }
 }
 
@@ -132,8 +142,9 @@ pub(crate) struct Link {
     publishable: watch::Sender<u64>,
     /// Subscription and handler tasks alive.
     consumers: std::sync::atomic::AtomicUsize,
-    /// (generation, how many consumers have bound their queue on it).
-    bound: watch::Sender<(u64, usize)>,
+    next_consumer: AtomicU64,
+    /// (generation, the consumers that have bound their queue on it).
+    bound: watch::Sender<(u64, HashSet<u64>)>,
     broken: Notify,
     pub(crate) stop: CancellationToken,
     pub(crate) health: Arc<BusHealth>,
@@ -154,7 +165,8 @@ impl Link {
             live: watch::channel(None).0,
             publishable: watch::channel(0).0,
             consumers: std::sync::atomic::AtomicUsize::new(0),
-            bound: watch::channel((0, 0)).0,
+            next_consumer: AtomicU64::new(0),
+            bound: watch::channel((0, HashSet::new())).0,
             broken: Notify::new(),
             stop: CancellationToken::new(),
             health,
@@ -255,18 +267,23 @@ impl Link {
     /// Counts a consumer task for as long as the returned guard lives.
     pub(crate) fn consumer(self: &Arc<Self>) -> ConsumerGuard {
         self.consumers.fetch_add(1, Ordering::Relaxed);
-        ConsumerGuard(self.clone())
+        ConsumerGuard {
+            link: self.clone(),
+            id: self.next_consumer.fetch_add(1, Ordering::Relaxed),
+        }
     }
 
-    /// A consumer bound its queue on connection `generation`.
-    pub(crate) fn mark_bound(&self, generation: u64) {
-        tracing::debug!(bus = %self.bus, generation, consumers = self.consumers.load(Ordering::Relaxed), "consumer bound");
-        self.bound.send_modify(|(g, n)| {
+    /// Consumer `id` bound its queue on connection `generation` (binding
+    /// again on the same connection after a retry counts once).
+    pub(crate) fn mark_bound(&self, generation: u64, id: u64) {
+        tracing::debug!(bus = %self.bus, generation, consumer = id, consumers = self.consumers.load(Ordering::Relaxed), "consumer bound");
+        self.bound.send_modify(|(g, ids)| {
             if *g == generation {
-                *n += 1;
+                ids.insert(id);
             } else if generation > *g {
                 *g = generation;
-                *n = 1;
+                ids.clear();
+                ids.insert(id);
             }
         });
     }
@@ -277,7 +294,7 @@ impl Link {
         let wanted = || self.consumers.load(Ordering::Relaxed);
         tokio::time::timeout(
             limit,
-            rx.wait_for(|(g, n)| *g == generation && *n >= wanted() || wanted() == 0),
+            rx.wait_for(|(g, ids)| *g == generation && ids.len() >= wanted() || wanted() == 0),
         )
         .await
         .is_ok()

@@ -98,8 +98,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Requester<M> {
     pub(crate) async fn run_replies(self: Arc<Self>) {
         let name = format!("{}.reply.{}", self.link.config.exchange, self.instance);
         let stop = self.link.stop.clone();
-        let _counted = self.link.consumer();
-        let mut attempts = Attempts::new(None);
+        let mut attempts = Attempts::new(&self.link, None);
         while let Some(live) = attempts.next(&self.link, &stop).await {
             let opened = async {
                 let channel = live.connection.create_channel().await?;

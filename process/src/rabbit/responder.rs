@@ -85,8 +85,7 @@ pub(crate) async fn run_handler<M: Serialize + DeserializeOwned + Send + Sync + 
     ready: oneshot::Sender<Result<(), String>>,
     replies: TaskTracker,
 ) {
-    let _counted = link.consumer();
-    let mut attempts = Attempts::new(Some(ready));
+    let mut attempts = Attempts::new(&link, Some(ready));
     let queue_name = format!("{}.request.{}", link.config.exchange, pattern.as_str());
     let request_exchange = link.request_exchange();
     let what = format!("request handler `{pattern}`");

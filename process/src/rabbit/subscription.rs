@@ -185,11 +185,20 @@ async fn flush_ack(
 pub(crate) struct Attempts {
     ready: Option<oneshot::Sender<Result<(), String>>>,
     failures: u32,
+    /// Counts this task as a consumer of `link` while it lives.
+    consumer: crate::rabbit::link::ConsumerGuard,
 }
 
 impl Attempts {
-    pub(crate) fn new(ready: Option<oneshot::Sender<Result<(), String>>>) -> Self {
-        Attempts { ready, failures: 0 }
+    pub(crate) fn new(
+        link: &Arc<Link>,
+        ready: Option<oneshot::Sender<Result<(), String>>>,
+    ) -> Self {
+        Attempts {
+            ready,
+            failures: 0,
+            consumer: link.consumer(),
+        }
     }
 
     /// Waits before a retry (none before the first attempt), then for a connection.
@@ -223,7 +232,7 @@ impl Attempts {
     /// The queue is bound and consumed on `live`.
     pub(crate) fn bound(&mut self, link: &Link, live: &Live) {
         self.failures = 0;
-        link.mark_bound(live.generation);
+        link.mark_bound(live.generation, self.consumer.id);
         if let Some(r) = self.ready.take() {
             let _ = r.send(Ok(()));
         }
@@ -249,8 +258,7 @@ pub(crate) async fn run<M: DeserializeOwned + Send + Sync + 'static>(
     stop: CancellationToken,
     ready: oneshot::Sender<Result<(), String>>,
 ) {
-    let _counted = link.consumer();
-    let mut attempts = Attempts::new(Some(ready));
+    let mut attempts = Attempts::new(&link, Some(ready));
     let at_most_once = link.config.delivery == DeliveryMode::AtMostOnce;
     let delete = !matches!(plan, QueuePlan::Group(_));
     let exchange = link.config.exchange.clone();
