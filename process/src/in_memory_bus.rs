@@ -347,13 +347,11 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
 pub struct InMemoryClass;
 
 /// `[message-bus.<id>]` of class `in-memory`, checked.
-fn in_memory_config(id: &str, table: BusTable) -> Result<InMemoryConfig, ConfigError> {
+fn in_memory_config(table: BusTable) -> Result<InMemoryConfig, ConfigError> {
+    let key = table.key().to_owned();
     let config: InMemoryConfig = table.parse()?;
     if config.subscriber_queue_size == 0 || config.request_queue_size == 0 {
-        return Err(ConfigError::invalid(
-            format!("message-bus.{id}"),
-            "queue sizes must be at least 1",
-        ));
+        return Err(ConfigError::invalid(key, "queue sizes must be at least 1"));
     }
     Ok(config)
 }
@@ -363,8 +361,8 @@ impl<M: Send + Sync + 'static> BusClass<M> for InMemoryClass {
         "in-memory"
     }
 
-    fn check(&self, id: &str, table: BusTable) -> Result<(), ConfigError> {
-        in_memory_config(id, table).map(|_| ())
+    fn check(&self, _id: &str, table: BusTable) -> Result<(), ConfigError> {
+        in_memory_config(table).map(|_| ())
     }
 
     fn build(
@@ -373,7 +371,7 @@ impl<M: Send + Sync + 'static> BusClass<M> for InMemoryClass {
         table: BusTable,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<dyn Bus<M>>, ConfigError> {
-        let config = in_memory_config(id, table)?;
+        let config = in_memory_config(table)?;
         Ok(Arc::new(InMemoryBus::new(id, config, metrics)))
     }
 }

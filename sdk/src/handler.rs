@@ -150,8 +150,13 @@ impl<F> Serving<F> {
     {
         let (request, mut responder) = incoming.into_parts();
         let topic = request.topic().clone();
-        let topic_for_span = topic.clone();
-        let trace = TraceContext::from_headers(request.headers());
+        // Only a traced request gets a span: the untraced path stays as cheap
+        // as a plain call.
+        let traced = TraceContext::from_headers(request.headers()).map(|t| {
+            let span = tracing::info_span!("request", topic = %topic, trace_id = %t.trace_id());
+            otel::set_parent(&span, &t);
+            (t, span)
+        });
         let handler = self.handler.clone();
         let lifecycle = self.lifecycle.clone();
         let module = self.module.clone();
@@ -184,15 +189,9 @@ impl<F> Serving<F> {
             };
             responder.send(reply);
         };
-        // Only a traced request gets a span: the untraced path stays as cheap
-        // as a plain call.
         async move {
-            match trace {
-                Some(t) => {
-                    let span = tracing::info_span!("request", topic = %topic_for_span, trace_id = %t.trace_id());
-                    otel::set_parent(&span, &t);
-                    t.scope(work.instrument(span)).await
-                }
+            match traced {
+                Some((t, span)) => t.scope(work.instrument(span)).await,
                 None => work.await,
             }
         }

@@ -371,7 +371,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
     fn shutdown(&self, deadline: Duration) -> BoxFuture<'_, usize> {
         Box::pin(async move {
             // Outstanding confirms get what is left of the shutdown timeout.
-            let _ = tokio::time::timeout(deadline, self.publisher.settled()).await;
+            let _ = tokio::time::timeout(deadline, self.publisher.confirmed_so_far()).await;
             self.publisher.close();
             let lost = self.publisher.outstanding();
             if lost > 0 {
@@ -417,12 +417,12 @@ impl<M> Drop for RabbitMqBus<M> {
 pub struct RabbitMqClass;
 
 /// `[message-bus.<id>]` of class `rabbit-mq`, checked.
-fn rabbit_config(id: &str, table: BusTable) -> Result<RabbitMqConfig, ConfigError> {
-    let key = format!("message-bus.{id}");
+fn rabbit_config(table: BusTable) -> Result<RabbitMqConfig, ConfigError> {
+    let key = table.key().to_owned();
     let config: RabbitMqConfig = table.parse()?;
     config
         .check()
-        .map_err(|problem| ConfigError::invalid(&key, problem))?;
+        .map_err(|problem| ConfigError::invalid(key, problem))?;
     Ok(config)
 }
 
@@ -431,8 +431,8 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> BusClass<M> for Ra
         "rabbit-mq"
     }
 
-    fn check(&self, id: &str, table: BusTable) -> Result<(), ConfigError> {
-        rabbit_config(id, table).map(|_| ())
+    fn check(&self, _id: &str, table: BusTable) -> Result<(), ConfigError> {
+        rabbit_config(table).map(|_| ())
     }
 
     fn build(
@@ -441,7 +441,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> BusClass<M> for Ra
         table: BusTable,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<dyn Bus<M>>, ConfigError> {
-        let config = rabbit_config(id, table)?;
+        let config = rabbit_config(table)?;
         tracing::info!(bus = id, config = ?config, "starting RabbitMQ bus");
         Ok(Arc::new(RabbitMqBus::<M>::start(id, config, &metrics)))
     }

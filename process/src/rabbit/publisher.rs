@@ -155,16 +155,6 @@ impl Publisher {
         self.lock().len()
     }
 
-    /// Resolves once every published message is confirmed, or the connection is gone.
-    pub(crate) async fn settled(&self) {
-        // All window permits free again means nothing is outstanding.
-        let window = u32::try_from(self.link.config.confirm_window).unwrap_or(u32::MAX);
-        tokio::select! {
-            _ = self.window.acquire_many(window) => {}
-            _ = self.link.disconnected() => {}
-        }
-    }
-
     /// Waits until every message published before this call is confirmed
     /// (later publishes do not count); `Err` with how many are not, once the
     /// connection is gone.

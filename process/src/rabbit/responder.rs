@@ -43,25 +43,27 @@ enum ReplyOut<'a, M> {
     Err(&'a HandlerError),
 }
 
-/// Publishes an answer to a reply queue.
-async fn reply(
+/// Publishes `outcome` to the requester's reply queue, at most
+/// `ACK_DEADLINE` long (a publish on a connection the network dropped never
+/// finishes; a lost answer is the requester's timeout).
+async fn reply<M: Serialize>(
     channel: &Channel,
     reply_to: &str,
     correlation_id: &str,
-    body: &[u8],
-) -> Result<(), lapin::Error> {
-    channel
-        .basic_publish(
-            "".into(),
-            reply_to.into(),
-            BasicPublishOptions::default(),
-            body,
-            BasicProperties::default()
-                .with_content_type(CBOR_CONTENT_TYPE.into())
-                .with_correlation_id(correlation_id.into()),
-        )
-        .await
-        .map(|_| ())
+    outcome: &Result<Arc<M>, HandlerError>,
+) {
+    let body = encode_reply(outcome);
+    let properties = BasicProperties::default()
+        .with_content_type(CBOR_CONTENT_TYPE.into())
+        .with_correlation_id(correlation_id.into());
+    bounded(channel.basic_publish(
+        "".into(),
+        reply_to.into(),
+        BasicPublishOptions::default(),
+        &body,
+        properties,
+    ))
+    .await;
 }
 
 fn encode_reply<M: Serialize>(outcome: &Result<Arc<M>, HandlerError>) -> Vec<u8> {
@@ -153,13 +155,7 @@ pub(crate) async fn run_handler<M: Serialize + DeserializeOwned + Send + Sync + 
                     );
                     let error = HandlerError::new(format!("malformed request: {why}"))
                         .with_code("malformed");
-                    bounded(reply(
-                        &live.reply,
-                        &reply_to,
-                        &correlation,
-                        &encode_reply::<M>(&Err(error)),
-                    ))
-                    .await;
+                    reply::<M>(&live.reply, &reply_to, &correlation, &Err(error)).await;
                     continue;
                 }
             };
@@ -173,13 +169,7 @@ pub(crate) async fn run_handler<M: Serialize + DeserializeOwned + Send + Sync + 
             if !queued {
                 // The handler is gone: say so rather than leave the requester to time out.
                 let error = HandlerError::new("handler went away").with_code("dropped");
-                bounded(reply(
-                    &live.reply,
-                    &reply_to,
-                    &correlation,
-                    &encode_reply::<M>(&Err(error)),
-                ))
-                .await;
+                reply::<M>(&live.reply, &reply_to, &correlation, &Err(error)).await;
                 close_queue(&channel, &consumer, &queue, false).await;
                 return;
             }
@@ -189,13 +179,7 @@ pub(crate) async fn run_handler<M: Serialize + DeserializeOwned + Send + Sync + 
                     Err(HandlerError::new("handler went away without answering")
                         .with_code("dropped"))
                 });
-                bounded(reply(
-                    &live.reply,
-                    &reply_to,
-                    &correlation,
-                    &encode_reply(&outcome),
-                ))
-                .await;
+                reply(&live.reply, &reply_to, &correlation, &outcome).await;
             });
         }
     }
