@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use telamon_sdk::bus::QueueCounters;
+use telamon_sdk::bus::{Instruments, QueueCounters};
 use telamon_sdk::{Pattern, RequestError, Topic};
 
 /// Counters of one topic.
@@ -82,6 +82,7 @@ pub struct Metrics {
     subscriptions: Mutex<Vec<(Pattern, Weak<QueueCounters>)>>,
     buses: Mutex<Vec<(String, Arc<BusHealth>)>>,
     unrouted: AtomicU64,
+    instruments: std::sync::OnceLock<Arc<Instruments>>,
 }
 
 impl Metrics {
@@ -150,6 +151,12 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((id.to_owned(), health));
+    }
+
+    /// Renders the gauges and counters modules register through their
+    /// contexts (`Context::gauge`, `Context::counter`) with the rest.
+    pub fn attach_instruments(&self, instruments: Arc<Instruments>) {
+        let _ = self.instruments.set(instruments);
     }
 
     /// Follows a subscription's lag counter while it lives.
@@ -328,6 +335,11 @@ impl Metrics {
                 s.sum_us.load(Ordering::Relaxed) as f64 / 1e6
             );
         }
+        drop(names);
+        drop(requests);
+        if let Some(instruments) = self.instruments.get() {
+            render_instruments(&mut out, instruments);
+        }
         out
     }
 }
@@ -353,6 +365,33 @@ fn entry<T: Default>(
         return overflow.clone();
     }
     write.entry(topic.clone()).or_default().clone()
+}
+
+/// Module instruments, grouped by name: one `# HELP`/`# TYPE` per name.
+fn render_instruments(out: &mut String, instruments: &Instruments) {
+    let mut series = instruments.snapshot();
+    // Stable: registration order within a name.
+    series.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut last: Option<&str> = None;
+    for s in &series {
+        if last != Some(s.name.as_str()) {
+            let _ = writeln!(
+                out,
+                "# HELP {} {}\n# TYPE {} {}",
+                s.name,
+                s.help.replace('\\', "\\\\").replace('\n', "\\n"),
+                s.name,
+                s.kind().as_str()
+            );
+            last = Some(s.name.as_str());
+        }
+        let labels: Vec<String> = s
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+            .collect();
+        let _ = writeln!(out, "{}{{{}}} {}", s.name, labels.join(","), s.value());
+    }
 }
 
 /// A label value as the text format wants it: `\`, `"` and line feed escaped.

@@ -226,6 +226,7 @@ impl<M: Message> Process<M> {
         let buses = self.build_buses(&spec, &metrics).await?;
         let router = Arc::new(router(&spec, &buses, &metrics));
         let lifecycle = Arc::new(Lifecycle::new());
+        metrics.attach_instruments(lifecycle.instruments().clone());
         let running = RunningProcess {
             lifecycle: lifecycle.clone(),
             router,

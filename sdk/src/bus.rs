@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::drop_guard::DropGuard;
+pub use crate::instrument::{InstrumentKind, Instruments, Series};
 pub use crate::lifecycle::Lifecycle;
 pub use crate::publish::Publish;
 pub use crate::request::{RequestSender, request_queue};

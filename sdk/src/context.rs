@@ -12,6 +12,7 @@ use crate::bus::MessageBus;
 use crate::error::{HandlerError, PublishError, RequestError, SubscribeError};
 use crate::handler::{self, HandlerHandle, panic_text};
 use crate::headers::Headers;
+use crate::instrument::{Counter, Gauge};
 use crate::lifecycle::Lifecycle;
 use crate::pattern::IntoPattern;
 use crate::request::{HandleOptions, Request, RequestOptions, RequestQueue};
@@ -248,6 +249,57 @@ impl<M: Send + Sync + 'static> Context<M> {
                 tracing::error!(module = %id, error = %e, "module task failed");
             }
         });
+    }
+
+    /// Runs `task` at once — during `init` too, before the other modules are
+    /// ready — and lets it finish at stop instead of cancelling it.
+    ///
+    /// For a module's own services (a connection to another system, a stream
+    /// that must checkpoint before it ends): the task watches
+    /// [`stopping`](Self::stopping), finishes what it has in hand and
+    /// returns. The process waits for it, with the handlers, within
+    /// `[process] shutdown-timeout`, then aborts it; buses close only after
+    /// that, so the task can still publish while it drains. Use
+    /// [`started`](Self::started) to wait for the other modules. A panic is
+    /// caught and logged with the module id.
+    pub fn run_draining<F>(&self, task: F)
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let lifecycle = self.inner.lifecycle.clone();
+        let id = self.inner.id.clone();
+        let handle = self.inner.lifecycle.tracker().spawn(async move {
+            if let Err(panic) = AssertUnwindSafe(task).catch_unwind().await {
+                lifecycle.count_panic();
+                tracing::error!(module = %id, panic = panic_text(&*panic), "module task panicked");
+            }
+        });
+        self.inner.lifecycle.remember(handle.abort_handle());
+    }
+
+    /// Resolves when every module is initialised (at once if they are);
+    /// `false` when the process stopped first.
+    pub async fn started(&self) -> bool {
+        self.inner.lifecycle.wait_ready().await
+    }
+
+    /// A gauge this module exports on the process's `/metrics` endpoint as
+    /// `name{module="<id>", labels…}`; the same name and labels give back the
+    /// same gauge. Names use `[a-z0-9_]` (other characters become `_`).
+    pub fn gauge(&self, name: &str, help: &str, labels: &[(&str, &str)]) -> Gauge {
+        self.inner
+            .lifecycle
+            .instruments()
+            .gauge(&self.inner.id, name, help, labels)
+    }
+
+    /// A counter this module exports, like [`gauge`](Self::gauge).
+    pub fn counter(&self, name: &str, help: &str, labels: &[(&str, &str)]) -> Counter {
+        self.inner
+            .lifecycle
+            .instruments()
+            .counter(&self.inner.id, name, help, labels)
     }
 
     fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {

@@ -62,6 +62,7 @@
 //! | [`Request`], [`HandlerHandle`], [`HandleOptions`], [`RequestOptions`] | what a handler sees; removing a handler; queue size, concurrency, timeouts |
 //! | [`Headers`], [`TraceContext`] | key/value headers on messages and requests; W3C `traceparent` across processes |
 //! | [`RequestError`], [`HandlerError`] | typed request failures: timed out, no responder, handler error |
+//! | [`Gauge`], [`Counter`] | a module's own metrics, rendered beside the process's |
 //! | [`bus`] | the seam buses implement (for `telamon-process`), kept apart from the above |
 
 pub mod bus;
@@ -72,6 +73,7 @@ pub mod duration;
 mod error;
 mod handler;
 mod headers;
+mod instrument;
 mod lifecycle;
 mod message;
 mod module;
@@ -89,6 +91,7 @@ pub use error::{
 };
 pub use handler::HandlerHandle;
 pub use headers::Headers;
+pub use instrument::{Counter, Gauge};
 pub use message::Message;
 pub use module::Module;
 pub use pattern::{IntoPattern, Pattern};

@@ -9,6 +9,8 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::instrument::Instruments;
+
 /// Shared by the process and every module [`Context`](crate::Context).
 ///
 /// 1. Modules are initialised; tasks they start with `Context::run` wait.
@@ -25,6 +27,7 @@ pub struct Lifecycle {
     tracker: TaskTracker,
     aborts: Mutex<Vec<AbortHandle>>,
     panics: AtomicU64,
+    instruments: std::sync::Arc<Instruments>,
 }
 
 impl fmt::Debug for Lifecycle {
@@ -55,6 +58,7 @@ impl Lifecycle {
             tracker: TaskTracker::new(),
             aborts: Mutex::new(Vec::new()),
             panics: AtomicU64::new(0),
+            instruments: std::sync::Arc::new(Instruments::default()),
         }
     }
 
@@ -129,5 +133,10 @@ impl Lifecycle {
     /// How many module tasks or handlers panicked.
     pub fn panics(&self) -> u64 {
         self.panics.load(Ordering::Relaxed)
+    }
+
+    /// The gauges and counters modules registered (rendered on `/metrics`).
+    pub fn instruments(&self) -> &std::sync::Arc<Instruments> {
+        &self.instruments
     }
 }
