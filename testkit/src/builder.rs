@@ -85,6 +85,27 @@ impl AxonTestServerBuilder {
         self
     }
 
+    /// Accepts only these contexts (see [`ServerConfig::contexts`]).
+    #[must_use]
+    pub fn contexts(mut self, contexts: &[&str]) -> Self {
+        self.config.contexts = Some(contexts.iter().map(|c| (*c).to_owned()).collect());
+        self
+    }
+
+    /// Refuses calls without an `axoniq-clientid` header.
+    #[must_use]
+    pub fn require_client_id(mut self, required: bool) -> Self {
+        self.config.require_client_id = required;
+        self
+    }
+
+    /// Routes clients to `node` from `GetPlatformServer` (`same_connection = false`).
+    #[must_use]
+    pub fn redirect_to(mut self, node: Option<SocketAddr>) -> Self {
+        self.config.redirect_to = node;
+        self
+    }
+
     /// Replaces the whole configuration.
     #[must_use]
     pub fn config(mut self, config: ServerConfig) -> Self {

@@ -53,7 +53,9 @@ mod state;
 mod stream_registry;
 mod support;
 mod tag_scoring;
+mod tcp_proxy;
 
+pub use auth::CallHeaders;
 pub use axon_status::axon_status;
 pub use builder::AxonTestServerBuilder;
 pub use error::TestServerError;
@@ -64,3 +66,4 @@ pub use handler_info::{
 pub use server::{AxonTestServer, RunningAxonServer, STOP_GRACE};
 pub use server_config::ServerConfig;
 pub use stream_registry::StreamKind;
+pub use tcp_proxy::TcpProxy;

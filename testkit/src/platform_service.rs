@@ -59,6 +59,18 @@ impl PlatformService for PlatformServiceImpl {
         _request: Request<ClientIdentification>,
     ) -> Result<Response<PlatformInfo>, Status> {
         let shared = &self.shared;
+        if let Some(node) = shared.config.redirect_to {
+            return Ok(Response::new(PlatformInfo {
+                primary: Some(NodeInfo {
+                    host_name: node.ip().to_string(),
+                    grpc_port: i32::from(node.port()),
+                    http_port: i32::from(shared.config.http_port),
+                    version: 0,
+                    node_name: format!("{}-primary", shared.config.node_name),
+                }),
+                same_connection: false,
+            }));
+        }
         Ok(Response::new(PlatformInfo {
             primary: Some(NodeInfo {
                 host_name: shared.host.clone(),

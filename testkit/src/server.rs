@@ -26,7 +26,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
-use crate::auth::AccessTokenCheck;
+use crate::auth::{CallCheck, CallHeaders};
 use crate::axon_status::error_message;
 use crate::command_service::CommandServiceImpl;
 use crate::error::TestServerError;
@@ -79,7 +79,8 @@ impl AxonTestServer {
             .local_addr()
             .map_err(TestServerError::LocalAddress)?;
         let max = self.config.max_message_size;
-        let check = AccessTokenCheck::new(self.config.access_token.as_deref());
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let check = CallCheck::new(&self.config, Arc::clone(&calls));
         let shared = Shared::new(self.config, local.ip().to_string(), local.port());
 
         let platform = PlatformServiceServer::new(PlatformServiceImpl {
@@ -122,6 +123,7 @@ impl AxonTestServer {
             shared,
             address: local,
             serve: Some(serve),
+            calls,
         })
     }
 }
@@ -150,6 +152,7 @@ pub struct RunningAxonServer {
     shared: Arc<Shared>,
     address: SocketAddr,
     serve: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    calls: Arc<std::sync::Mutex<Vec<CallHeaders>>>,
 }
 
 impl RunningAxonServer {
@@ -258,6 +261,13 @@ impl RunningAxonServer {
     #[must_use]
     pub fn clients(&self) -> Vec<ConnectedClient> {
         lock(&self.shared.platform).clients()
+    }
+
+    /// The headers of every call so far, in arrival order (the most recent
+    /// 100 000), including calls that were refused.
+    #[must_use]
+    pub fn calls(&self) -> Vec<CallHeaders> {
+        lock(&self.calls).clone()
     }
 
     /// Open streams by kind.

@@ -33,6 +33,16 @@ pub struct ServerConfig {
     pub handler_queue_soft_limit: usize,
     /// Per-handler queue length from which every message gets AXONIQ-1900.
     pub handler_queue_hard_limit: usize,
+    /// Contexts that exist; `None` accepts any (SE, single context). With a
+    /// list, a call for another context (the header, or `default` without
+    /// one) fails with `NOT_FOUND` / AXONIQ-1302.
+    pub contexts: Option<Vec<String>>,
+    /// Refuse calls without an `axoniq-clientid` header (`INVALID_ARGUMENT`).
+    pub require_client_id: bool,
+    /// Answer `GetPlatformServer` with this node and `same_connection =
+    /// false`, as a cluster member that routes the client elsewhere; `None`
+    /// answers with the server itself (SE).
+    pub redirect_to: Option<SocketAddr>,
     /// Node name reported in `NodeInfo` and used as error location.
     pub node_name: String,
     /// HTTP port reported in `NodeInfo` (nothing listens there).
@@ -53,6 +63,9 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_message_size", &self.max_message_size)
             .field("handler_queue_soft_limit", &self.handler_queue_soft_limit)
             .field("handler_queue_hard_limit", &self.handler_queue_hard_limit)
+            .field("contexts", &self.contexts)
+            .field("require_client_id", &self.require_client_id)
+            .field("redirect_to", &self.redirect_to)
             .field("node_name", &self.node_name)
             .field("http_port", &self.http_port)
             .finish()
@@ -73,6 +86,9 @@ impl Default for ServerConfig {
             max_message_size: defaults::MAX_MESSAGE_SIZE,
             handler_queue_soft_limit: defaults::HANDLER_QUEUE_SOFT_LIMIT,
             handler_queue_hard_limit: defaults::HANDLER_QUEUE_HARD_LIMIT,
+            contexts: None,
+            require_client_id: false,
+            redirect_to: None,
             node_name: "axon-testkit".to_owned(),
             http_port: defaults::HTTP_PORT,
         }
