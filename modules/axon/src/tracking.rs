@@ -1,0 +1,659 @@
+//! Tracking event processors: `ListEvents` from the stored token, every
+//! event published on a bus topic in token order, the token checkpointed in
+//! a [`TokenStore`](crate::TokenStore) only after the bus took the event.
+//!
+//! Each published event carries headers: `axon-token`, `axon-aggregate-id`,
+//! `axon-aggregate-type`, `axon-sequence`, `axon-timestamp`,
+//! `axon-message-id`, `axon-payload-type`, `axon-payload-revision`,
+//! `axon-processor`, and the event's metadata.
+//!
+//! # Guarantees
+//!
+//! - **No gap**: events are published one at a time in token order; a
+//!   publish that fails is retried (with back-off) until it succeeds, and
+//!   nothing after it is read meanwhile.
+//! - **No duplicate across a stop, a reconnect, a pause**: the position is
+//!   kept in memory across reconnects and written at stop and pause; the
+//!   stream resumes at the next token.
+//! - **After a crash (`kill -9`)**: it resumes after the last durable
+//!   checkpoint, so events published since then are published again —
+//!   fewer than `2 × checkpoint-every` of them (a checkpoint is written after
+//!   every `checkpoint-every` events, and at most one write is in flight
+//!   while the next events are published), each with its `axon-token`, so a
+//!   subscriber can drop what it has seen.
+//!
+//! # Under stress
+//!
+//! - **Slow subscriber**: permits are refilled (in batches of `refill`) only
+//!   as the bus accepts events, so a slow subscriber slows the stream rather
+//!   than piling events up in the bridge. AxonServer fails a stream left at
+//!   zero permits for 120 s; it is then reopened at the next token.
+//! - **Undecodable event**: `undecodable = "stop"` (default) stops the
+//!   processor at that token in an error state, reported to AxonServer and
+//!   counted; a `start` instruction (or a restart) tries again.
+//!   `"skip"` logs, counts and dead-letters it, then goes on.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use telamon_axon_proto::pb::control::EventProcessorInfo;
+use telamon_axon_proto::pb::control::event_processor_info::SegmentStatus;
+use telamon_axon_proto::pb::event::{EventWithToken, GetEventsRequest, GetLastTokenRequest};
+use telamon_sdk::{Counter, Gauge, Message, Topic};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use crate::bridge::Bridge;
+use crate::config::{StartAt, TrackingRule, Undecodable};
+use crate::connection::{Link, reopen_delay};
+use crate::metadata::{self, to_headers};
+use crate::template::Vars;
+use crate::token_store::TokenStore;
+
+/// Type of the document published on `caught-up-topic`.
+pub const CAUGHT_UP_TYPE: &str = "telamon.axon.CaughtUp";
+/// Type of the document published on `dead-letter-topic`.
+pub const UNDECODABLE_TYPE: &str = "telamon.axon.UndecodableEvent";
+
+/// What the control stream reports of a processor, and how it steers it.
+#[derive(Debug)]
+pub(crate) struct ProcessorState {
+    name: String,
+    store: String,
+    wanted: watch::Sender<bool>,
+    running: watch::Sender<bool>,
+    error: Mutex<Option<String>>,
+    caught_up: AtomicBool,
+    position: AtomicI64,
+}
+
+/// Every tracking processor of one bridge.
+#[derive(Debug, Default)]
+pub(crate) struct ProcessorRegistry {
+    processors: Vec<Arc<ProcessorState>>,
+}
+
+impl ProcessorRegistry {
+    pub(crate) fn add(&mut self, name: &str, store: String) -> Arc<ProcessorState> {
+        let state = Arc::new(ProcessorState {
+            name: name.to_owned(),
+            store,
+            wanted: watch::channel(true).0,
+            running: watch::channel(false).0,
+            error: Mutex::new(None),
+            caught_up: AtomicBool::new(false),
+            position: AtomicI64::new(-1),
+        });
+        self.processors.push(state.clone());
+        state
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.processors.is_empty()
+    }
+
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    fn get(&self, name: &str) -> Option<&Arc<ProcessorState>> {
+        self.processors.iter().find(|p| p.name == name)
+    }
+
+    pub(crate) fn info(&self, name: &str) -> Option<EventProcessorInfo> {
+        self.get(name).map(|p| p.info())
+    }
+
+    pub(crate) fn infos(&self) -> Vec<EventProcessorInfo> {
+        self.processors.iter().map(|p| p.info()).collect()
+    }
+
+    /// Asks `name` to run or pause; true once it did, within `timeout`.
+    pub(crate) async fn set_running(&self, name: &str, run: bool, timeout: Duration) -> bool {
+        let Some(p) = self.get(name) else {
+            return false;
+        };
+        if run {
+            // A start also clears an error state: the processor tries again.
+            *p.error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+        p.wanted.send_replace(run);
+        let mut running = p.running.subscribe();
+        tokio::time::timeout(timeout, running.wait_for(|r| *r == run))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+impl ProcessorState {
+    fn info(&self) -> EventProcessorInfo {
+        let running = *self.running.borrow();
+        let error = self.error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        EventProcessorInfo {
+            processor_name: self.name.clone(),
+            mode: "Tracking".to_owned(),
+            active_threads: i32::from(running),
+            running,
+            error: error.is_some(),
+            segment_status: vec![SegmentStatus {
+                segment_id: 0,
+                caught_up: self.caught_up.load(Ordering::Relaxed),
+                replaying: false,
+                one_part_of: 1,
+                token_position: self.position.load(Ordering::Relaxed),
+                error_state: error.unwrap_or_default(),
+            }],
+            available_threads: i32::from(!running),
+            token_store_identifier: self.store.clone(),
+            is_streaming_processor: true,
+            load_balancing_strategy_name: "disabled".to_owned(),
+        }
+    }
+
+    fn fail(&self, why: String) {
+        tracing::error!(processor = %self.name, error = %why, "tracking processor stopped");
+        *self.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+        self.wanted.send_replace(false);
+    }
+}
+
+/// Writes checkpoints: every `every` events and every `interval`, at most
+/// one write in flight.
+struct Checkpointer {
+    store: Arc<dyn TokenStore>,
+    processor: String,
+    every: u32,
+    interval: Duration,
+    since: u32,
+    last_write: Instant,
+    written: i64,
+    in_flight: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn new(store: Arc<dyn TokenStore>, rule: &TrackingRule, written: i64) -> Self {
+        Checkpointer {
+            store,
+            processor: rule.processor.clone(),
+            every: rule.checkpoint_every,
+            interval: rule.checkpoint_interval,
+            since: 0,
+            last_write: Instant::now(),
+            written,
+            in_flight: None,
+        }
+    }
+
+    /// `token` was published.
+    async fn published(&mut self, token: i64) {
+        self.since += 1;
+        if self.since >= self.every || self.last_write.elapsed() >= self.interval {
+            self.write(token, false).await;
+        }
+    }
+
+    /// A quiet moment: write what is not written yet, if it is time.
+    async fn tick(&mut self, position: i64) {
+        if position > self.written && self.last_write.elapsed() >= self.interval {
+            self.write(position, false).await;
+        }
+    }
+
+    /// Writes `token` (waiting for the previous write first); with `wait`,
+    /// returns once it is durable.
+    async fn write(&mut self, token: i64, wait: bool) {
+        if let Some(previous) = self.in_flight.take() {
+            let _ = previous.await;
+        }
+        self.since = 0;
+        self.last_write = Instant::now();
+        if token <= self.written || token < 0 {
+            return;
+        }
+        self.written = token;
+        let (store, processor) = (self.store.clone(), self.processor.clone());
+        let write = tokio::spawn(async move {
+            if let Err(e) = store.store(&processor, token).await {
+                tracing::warn!(processor = %processor, token, error = %e, "checkpoint not written; events since the last one may be published again after a crash");
+            }
+        });
+        if wait {
+            let _ = write.await;
+        } else {
+            self.in_flight = Some(write);
+        }
+    }
+}
+
+/// Metrics of one processor.
+struct ProcessorMetrics {
+    position: Gauge,
+    lag: Gauge,
+    caught_up: Gauge,
+    permits: Gauge,
+    undecodable: Counter,
+    published: Counter,
+}
+
+/// Why one stream ended.
+enum Ended {
+    Stopping,
+    Paused,
+    Reopen(Option<tonic::Code>, String),
+}
+
+/// Runs one tracking processor until the bridge stops.
+pub(crate) async fn run<M: Message>(
+    b: Arc<Bridge<M>>,
+    rule_index: usize,
+    state: Arc<ProcessorState>,
+    store: Arc<dyn TokenStore>,
+) {
+    let rule = &b.settings.tracking[rule_index];
+    let labels = [("processor", rule.processor.as_str())];
+    let metrics = ProcessorMetrics {
+        position: b.ctx.gauge("telamon_axon_tracking_position", "Token of the last event a tracking processor published on the bus (-1: none).", &labels),
+        lag: b.ctx.gauge("telamon_axon_tracking_lag", "Events in the store that a tracking processor has not published yet.", &labels),
+        caught_up: b.ctx.gauge("telamon_axon_tracking_caught_up", "1 while a tracking processor has published every event in the store.", &labels),
+        permits: b.ctx.gauge("telamon_axon_permits_available", "Permits AxonServer may still use on a stream (messages it may send before the bridge grants more).", &[("stream", &format!("events:{}", rule.processor))]),
+        undecodable: b.counter("undecodable_events_total", "Events a tracking processor could not turn into a bus message.", &labels),
+        published: b.counter("tracked_events_total", "Events a tracking processor published on the bus.", &labels),
+    };
+    if !b.ctx.started().await {
+        return;
+    }
+    let stored = loop {
+        match store.load(&rule.processor).await {
+            Ok(t) => break t,
+            Err(e) => {
+                state.fail(format!("token store: {e}"));
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    () = b.drain.cancelled() => return,
+                }
+            }
+        }
+    };
+    *state.error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    state.wanted.send_replace(true);
+    let mut next = match stored {
+        Some(t) => t + 1,
+        None => match rule.start {
+            StartAt::Tail => 0,
+            StartAt::Head => match head(&b).await {
+                Some(h) => h + 1,
+                None => return,
+            },
+        },
+    };
+    let position = next - 1;
+    state.position.store(position, Ordering::Relaxed);
+    metrics.position.set(position);
+    tracing::info!(processor = %rule.processor, next_token = next, stored = ?stored, store = %store.describe(), "tracking processor starting");
+    let mut checkpoints = Checkpointer::new(store, rule, stored.unwrap_or(-1));
+    let mut attempt = 0u32;
+    loop {
+        if b.drain.is_cancelled() {
+            break;
+        }
+        let wanted_now = *state.wanted.borrow();
+        if !wanted_now {
+            state.running.send_replace(false);
+            let mut wanted = state.wanted.subscribe();
+            tokio::select! {
+                _ = async { wanted.wait_for(|w| *w).await.is_ok() } => continue,
+                () = b.drain.cancelled() => break,
+            }
+        }
+        let Some(link) = b.conn.next_link_or(&b.drain).await else {
+            break;
+        };
+        let ended = stream(
+            &b,
+            rule,
+            &state,
+            &metrics,
+            &link,
+            &mut next,
+            &mut checkpoints,
+        )
+        .await;
+        state.running.send_replace(false);
+        metrics.permits.set(0);
+        match ended {
+            Ended::Stopping => break,
+            Ended::Paused => {
+                checkpoints.write(next - 1, true).await;
+                tracing::info!(processor = %rule.processor, position = next - 1, "tracking processor paused");
+            }
+            Ended::Reopen(code, why) => {
+                let delay = reopen_delay(code).max(b.conn.backoff(attempt));
+                attempt = attempt.saturating_add(1);
+                if !link.lost.is_cancelled() {
+                    tracing::warn!(processor = %rule.processor, reason = %why, retry_in = ?delay, "event stream lost; reopening at the next token");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = b.drain.cancelled() => break,
+                }
+            }
+        }
+    }
+    checkpoints.write(next - 1, true).await;
+    state.running.send_replace(false);
+    tracing::info!(processor = %rule.processor, position = next - 1, "tracking processor stopped; position stored");
+}
+
+/// The token of the newest event (−1 for an empty store); `None` when stopping.
+async fn head<M: Message>(b: &Bridge<M>) -> Option<i64> {
+    loop {
+        let asked = b
+            .call(
+                "get-last-token",
+                b.settings.raw.call_timeout,
+                |link| async move {
+                    Ok(link
+                        .events()
+                        .get_last_token(GetLastTokenRequest {})
+                        .await?
+                        .into_inner()
+                        .token)
+                },
+            )
+            .await;
+        match asked {
+            Ok(t) => return Some(t),
+            Err(e) => {
+                tracing::debug!(error = %e, "head token not read yet");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    () = b.drain.cancelled() => return None,
+                }
+            }
+        }
+    }
+}
+
+fn permits_request(
+    b_client: &str,
+    component: &str,
+    processor: &str,
+    token: i64,
+    permits: i64,
+) -> GetEventsRequest {
+    GetEventsRequest {
+        tracking_token: token,
+        number_of_permits: permits,
+        client_id: b_client.to_owned(),
+        component_name: component.to_owned(),
+        processor: processor.to_owned(),
+        blacklist: Vec::new(),
+        force_read_from_leader: false,
+    }
+}
+
+/// One `ListEvents` call, from `next` on.
+async fn stream<M: Message>(
+    b: &Bridge<M>,
+    rule: &TrackingRule,
+    state: &ProcessorState,
+    metrics: &ProcessorMetrics,
+    link: &Link,
+    next: &mut i64,
+    checkpoints: &mut Checkpointer,
+) -> Ended {
+    let client = &b.settings.client_id;
+    let component = &b.settings.raw.component;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let _ = tx.send(permits_request(
+        client,
+        component,
+        &rule.processor,
+        *next,
+        i64::from(rule.permits),
+    ));
+    let mut events = link.events();
+    let opened = tokio::select! {
+        r = events.list_events(UnboundedReceiverStream::new(rx)) => r,
+        () = link.lost.cancelled() => return Ended::Reopen(None, "connection lost".into()),
+        () = b.drain.cancelled() => return Ended::Stopping,
+    };
+    let mut inbound = match opened {
+        Ok(r) => r.into_inner(),
+        Err(s) => return Ended::Reopen(Some(s.code()), s.to_string()),
+    };
+    state.running.send_replace(true);
+    metrics.permits.set(i64::from(rule.permits));
+    let mut wanted = state.wanted.subscribe();
+    let mut known_head = head_now(b, link).await.unwrap_or(-1);
+    let mut probe = tokio::time::interval(
+        b.settings
+            .raw
+            .processor_info_interval
+            .min(Duration::from_secs(1)),
+    );
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut used = 0u32;
+    update_lag(b, rule, state, metrics, *next - 1, known_head).await;
+    loop {
+        let message = tokio::select! {
+            biased;
+            () = b.drain.cancelled() => return Ended::Stopping,
+            _ = async { wanted.wait_for(|w| !*w).await.is_ok() } => return Ended::Paused,
+            () = link.lost.cancelled() => return Ended::Reopen(None, "connection lost".into()),
+            _ = probe.tick() => {
+                if let Some(h) = head_now(b, link).await {
+                    known_head = h;
+                }
+                update_lag(b, rule, state, metrics, *next - 1, known_head).await;
+                checkpoints.tick(*next - 1).await;
+                continue;
+            }
+            m = inbound.message() => m,
+        };
+        let EventWithToken { token, event } = match message {
+            Ok(Some(e)) => e,
+            Ok(None) => return Ended::Reopen(None, "the server completed the event stream".into()),
+            Err(s) => return Ended::Reopen(Some(s.code()), s.to_string()),
+        };
+        metrics.permits.add(-1);
+        if token < *next {
+            tracing::debug!(processor = %rule.processor, token, next = *next, "event seen before skipped");
+            continue;
+        }
+        if token > *next {
+            tracing::warn!(processor = %rule.processor, expected = *next, got = token, "the event store skipped tokens");
+        }
+        let Some(event) = event else {
+            *next = token + 1;
+            continue;
+        };
+        let published = publish(b, rule, state, metrics, token, event).await;
+        match published {
+            Published::Yes => {
+                metrics.published.inc();
+            }
+            Published::Skipped => {}
+            Published::Stopped => return Ended::Paused,
+            Published::Stopping => return Ended::Stopping,
+        }
+        *next = token + 1;
+        state.position.store(token, Ordering::Relaxed);
+        metrics.position.set(token);
+        known_head = known_head.max(token);
+        checkpoints.published(token).await;
+        update_lag(b, rule, state, metrics, token, known_head).await;
+        used += 1;
+        if used >= rule.refill {
+            used = 0;
+            metrics.permits.add(i64::from(rule.refill));
+            let _ = tx.send(permits_request(
+                client,
+                component,
+                &rule.processor,
+                0,
+                i64::from(rule.refill),
+            ));
+        }
+    }
+}
+
+async fn head_now<M: Message>(b: &Bridge<M>, link: &Link) -> Option<i64> {
+    tokio::time::timeout(
+        b.settings.raw.call_timeout,
+        link.events().get_last_token(GetLastTokenRequest {}),
+    )
+    .await
+    .ok()?
+    .ok()
+    .map(|r| r.into_inner().token)
+}
+
+async fn update_lag<M: Message>(
+    b: &Bridge<M>,
+    rule: &TrackingRule,
+    state: &ProcessorState,
+    metrics: &ProcessorMetrics,
+    position: i64,
+    head: i64,
+) {
+    let lag = (head - position).max(0);
+    metrics.lag.set(lag);
+    let now = lag == 0;
+    let was = state.caught_up.swap(now, Ordering::Relaxed);
+    metrics.caught_up.set(i64::from(now));
+    if now && !was {
+        tracing::info!(processor = %rule.processor, position, "tracking processor caught up with the head of the event store");
+        if let Some(topic) = &rule.caught_up_topic {
+            let doc = json!({ "processor": rule.processor, "token": position });
+            match b.codec.document(CAUGHT_UP_TYPE, doc) {
+                Ok(m) => {
+                    if let Err(e) = b.ctx.publish(topic, m).await {
+                        tracing::warn!(topic = %topic, error = %e, "caught-up signal not published");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "caught-up signal cannot be made"),
+            }
+        }
+    }
+}
+
+enum Published {
+    Yes,
+    Skipped,
+    Stopped,
+    Stopping,
+}
+
+/// Publishes one event, retrying until the bus takes it.
+async fn publish<M: Message>(
+    b: &Bridge<M>,
+    rule: &TrackingRule,
+    state: &ProcessorState,
+    metrics: &ProcessorMetrics,
+    token: i64,
+    event: telamon_axon_proto::pb::event::Event,
+) -> Published {
+    let type_name = event
+        .payload
+        .as_ref()
+        .map_or("", |p| p.r#type.as_str())
+        .to_owned();
+    let decoded = b
+        .codec
+        .decode(event.payload.as_ref())
+        .map_err(|e| e.to_string())
+        .and_then(|m| {
+            let topic = rule
+                .topic
+                .render(Vars {
+                    topic: None,
+                    named: &[("type", &type_name), ("processor", &rule.processor)],
+                })
+                .map_err(|e| e.to_string())?;
+            let topic = Topic::new(&topic).map_err(|e| format!("topic `{topic}`: {e}"))?;
+            Ok((topic, m))
+        });
+    let (topic, message) = match decoded {
+        Ok(x) => x,
+        Err(why) => {
+            metrics.undecodable.inc();
+            let why = format!(
+                "event {token} (type `{type_name}`, message {}): {why}",
+                event.message_identifier
+            );
+            return match rule.undecodable {
+                Undecodable::Stop => {
+                    state.fail(why);
+                    Published::Stopped
+                }
+                Undecodable::Skip => {
+                    tracing::error!(processor = %rule.processor, error = %why, "undecodable event skipped");
+                    if let Some(dead) = &rule.dead_letter_topic {
+                        let doc = json!({
+                            "processor": rule.processor,
+                            "token": token,
+                            "messageId": event.message_identifier,
+                            "payloadType": type_name,
+                            "aggregateId": event.aggregate_identifier,
+                            "sequence": event.aggregate_sequence_number,
+                            "error": why,
+                        });
+                        match b.codec.document(UNDECODABLE_TYPE, doc) {
+                            Ok(m) => {
+                                if let Err(e) = b.ctx.publish(dead, m).await {
+                                    tracing::warn!(topic = %dead, error = %e, "dead letter not published");
+                                }
+                            }
+                            Err(e) => tracing::warn!(error = %e, "dead letter cannot be made"),
+                        }
+                    }
+                    Published::Skipped
+                }
+            };
+        }
+    };
+    let mut extra = vec![
+        (metadata::TOKEN, token.to_string()),
+        (metadata::MESSAGE_ID, event.message_identifier.clone()),
+        (metadata::TIMESTAMP, event.timestamp.to_string()),
+        (metadata::PROCESSOR, rule.processor.clone()),
+        (metadata::PAYLOAD_TYPE, type_name.clone()),
+    ];
+    if let Some(p) = &event.payload {
+        extra.push((metadata::PAYLOAD_REVISION, p.revision.clone()));
+    }
+    if !event.aggregate_type.is_empty() || !event.aggregate_identifier.is_empty() {
+        extra.push((metadata::AGGREGATE_ID, event.aggregate_identifier.clone()));
+        extra.push((metadata::AGGREGATE_TYPE, event.aggregate_type.clone()));
+        extra.push((
+            metadata::SEQUENCE,
+            event.aggregate_sequence_number.to_string(),
+        ));
+    }
+    let headers = to_headers(&event.meta_data, &extra);
+    let message = Arc::new(message);
+    let mut attempt = 0u32;
+    loop {
+        match b
+            .ctx
+            .publish_with(&topic, message.clone(), headers.clone())
+            .await
+        {
+            Ok(()) => return Published::Yes,
+            Err(e) if e.is_closed() => return Published::Stopping,
+            Err(e) => {
+                let delay = b.conn.backoff(attempt);
+                attempt = attempt.saturating_add(1);
+                tracing::warn!(processor = %rule.processor, token, topic = %topic, error = %e, retry_in = ?delay, "event not taken by the bus; trying again (nothing after it is published meanwhile)");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = b.drain.cancelled() => return Published::Stopping,
+                }
+            }
+        }
+    }
+}
