@@ -107,15 +107,18 @@ impl<M: Message> Bridge<M> {
         Fut: Future<Output = Result<T, BridgeError>>,
     {
         let until = Instant::now() + deadline;
+        // One call is one outcome for the breaker, however many tries it
+        // took: a burst of calls cut by one lost connection, all of which
+        // succeed on the next, does not open it.
+        let permit = match self.breaker.acquire() {
+            Ok(p) => p,
+            Err(e) => {
+                self.failed(call, &e);
+                return Err(e);
+            }
+        };
         let mut attempt = 1;
-        loop {
-            let permit = match self.breaker.acquire() {
-                Ok(p) => p,
-                Err(e) => {
-                    self.failed(call, &e);
-                    return Err(e);
-                }
-            };
+        let outcome = loop {
             let left = until.saturating_duration_since(Instant::now());
             let outcome = async {
                 let link = self.conn.current(left).await?;
@@ -125,9 +128,8 @@ impl<M: Message> Bridge<M> {
                     .map_err(|_| BridgeError::Timeout(deadline))?
             }
             .await;
-            self.breaker.record(permit, outcome.as_ref().map(|_| ()));
             match outcome {
-                Ok(v) => return Ok(v),
+                Ok(v) => break Ok(v),
                 Err(e) => match self.retry.next(attempt, &e).filter(|_| retry) {
                     Some(delay)
                         if Instant::now() + delay < until && !self.conn.stop.is_cancelled() =>
@@ -136,13 +138,15 @@ impl<M: Message> Bridge<M> {
                         tokio::time::sleep(delay).await;
                         attempt += 1;
                     }
-                    _ => {
-                        self.failed(call, &e);
-                        return Err(e);
-                    }
+                    _ => break Err(e),
                 },
             }
+        };
+        self.breaker.record(permit, outcome.as_ref().map(|_| ()));
+        if let Err(e) = &outcome {
+            self.failed(call, e);
         }
+        outcome
     }
 
     /// The payload for a bus message, and its content as JSON when a

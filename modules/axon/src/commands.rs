@@ -229,6 +229,7 @@ async fn run<M: Message>(
                 }
                 let drain = b.settings.raw.handler_timeout;
                 let _ = tokio::time::timeout(drain, async { while work.join_next().await.is_some() {} }).await;
+                close(tx, &mut inbound, c.connect_timeout).await;
                 return Ended::Stopping;
             }
             () = link.lost.cancelled() => return Ended::LinkLost,
@@ -270,6 +271,20 @@ async fn run<M: Message>(
             },
         }
     }
+}
+
+/// Half-closes a handler stream and waits (up to `wait`) for the server to
+/// end it, so the answers queued last reach the server before the call goes.
+pub(crate) async fn close<T, U>(
+    tx: mpsc::UnboundedSender<T>,
+    inbound: &mut tonic::Streaming<U>,
+    wait: std::time::Duration,
+) {
+    drop(tx);
+    let _ = tokio::time::timeout(wait, async {
+        while let Ok(Some(_)) = inbound.message().await {}
+    })
+    .await;
 }
 
 /// The code a failed command is answered with (as the Java connector does).

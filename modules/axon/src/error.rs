@@ -168,9 +168,9 @@ impl BridgeError {
             BridgeError::Grpc { .. } | BridgeError::Timeout(_) | BridgeError::NotConnected(_) => {
                 true
             }
+            // AXONIQ-4001 is the *handler's* connection failing, not ours.
             BridgeError::Axon { code, .. } => {
                 code == error_code::TOO_MANY_REQUESTS
-                    || code == "AXONIQ-4001"
                     || code == error_code::NO_AXONSERVER_FOR_CONTEXT
                     || code == error_code::AXONSERVER_NODE_NOT_CONNECTED
             }

@@ -286,6 +286,8 @@ async fn run<M: Message>(
                     let _ = tx.send(outbound(Out::Unsubscribe(subscription(b, rule, "")), String::new()));
                 }
                 let _ = tokio::time::timeout(c.handler_timeout, async { while work.join_next().await.is_some() {} }).await;
+                b.handled_subscriptions.stream_ended();
+                crate::commands::close(tx, &mut inbound, c.connect_timeout).await;
                 return Ended::Stopping;
             }
             () = link.lost.cancelled() => return Ended::LinkLost,

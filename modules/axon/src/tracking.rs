@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use serde_json::json;
 use telamon_axon_proto::pb::control::EventProcessorInfo;
 use telamon_axon_proto::pb::control::event_processor_info::SegmentStatus;
@@ -321,15 +322,17 @@ pub(crate) async fn run<M: Message>(
             &mut checkpoints,
         )
         .await;
-        state.running.send_replace(false);
         metrics.permits.set(0);
         match ended {
             Ended::Stopping => break,
             Ended::Paused => {
+                // Stored before it reports itself paused.
                 checkpoints.write(next - 1, true).await;
+                state.running.send_replace(false);
                 tracing::info!(processor = %rule.processor, position = next - 1, "tracking processor paused");
             }
             Ended::Reopen(code, why) => {
+                state.running.send_replace(false);
                 let delay = reopen_delay(code).max(b.conn.backoff(attempt));
                 attempt = attempt.saturating_add(1);
                 if !link.lost.is_cancelled() {
@@ -428,7 +431,7 @@ async fn stream<M: Message>(
     state.running.send_replace(true);
     metrics.permits.set(i64::from(rule.permits));
     let mut wanted = state.wanted.subscribe();
-    let mut known_head = head_now(b, link).await.unwrap_or(-1);
+    let mut head = Head::new(head_now(b, link).await.unwrap_or(-1));
     let mut probe = tokio::time::interval(
         b.settings
             .raw
@@ -437,22 +440,41 @@ async fn stream<M: Message>(
     );
     probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut used = 0u32;
-    update_lag(b, rule, state, metrics, *next - 1, known_head).await;
+    // A message read ahead while checking whether more are waiting.
+    let mut ahead = None;
+    head.quiet();
     loop {
-        let message = tokio::select! {
-            biased;
-            () = b.drain.cancelled() => return Ended::Stopping,
-            _ = async { wanted.wait_for(|w| !*w).await.is_ok() } => return Ended::Paused,
-            () = link.lost.cancelled() => return Ended::Reopen(None, "connection lost".into()),
-            _ = probe.tick() => {
-                if let Some(h) = head_now(b, link).await {
-                    known_head = h;
+        // Checked before a message read ahead too, so a stream that always
+        // has more waiting still stops, pauses and notices a lost link.
+        if b.drain.is_cancelled() {
+            return Ended::Stopping;
+        }
+        if !*wanted.borrow_and_update() {
+            return Ended::Paused;
+        }
+        if link.lost.is_cancelled() {
+            return Ended::Reopen(None, "connection lost".into());
+        }
+        let message = match ahead.take() {
+            Some(m) => m,
+            None => tokio::select! {
+                biased;
+                () = b.drain.cancelled() => return Ended::Stopping,
+                _ = async { wanted.wait_for(|w| !*w).await.is_ok() } => return Ended::Paused,
+                () = link.lost.cancelled() => return Ended::Reopen(None, "connection lost".into()),
+                () = tokio::time::sleep_until(head.probe_at().into()), if head.probe_due() => {
+                    head.probed(head_now(b, link).await);
+                    update_lag(b, rule, state, metrics, *next - 1, &head).await;
+                    continue;
                 }
-                update_lag(b, rule, state, metrics, *next - 1, known_head).await;
-                checkpoints.tick(*next - 1).await;
-                continue;
-            }
-            m = inbound.message() => m,
+                _ = probe.tick() => {
+                    head.probed(head_now(b, link).await);
+                    update_lag(b, rule, state, metrics, *next - 1, &head).await;
+                    checkpoints.tick(*next - 1).await;
+                    continue;
+                }
+                m = inbound.message() => m,
+            },
         };
         let EventWithToken { token, event } = match message {
             Ok(Some(e)) => e,
@@ -467,25 +489,18 @@ async fn stream<M: Message>(
         if token > *next {
             tracing::warn!(processor = %rule.processor, expected = *next, got = token, "the event store skipped tokens");
         }
-        let Some(event) = event else {
-            *next = token + 1;
-            continue;
-        };
-        let published = publish(b, rule, state, metrics, token, event).await;
-        match published {
-            Published::Yes => {
-                metrics.published.inc();
+        if let Some(event) = event {
+            match publish(b, rule, state, metrics, token, event).await {
+                Published::Yes => metrics.published.inc(),
+                Published::Skipped => {}
+                Published::Stopped => return Ended::Paused,
+                Published::Stopping => return Ended::Stopping,
             }
-            Published::Skipped => {}
-            Published::Stopped => return Ended::Paused,
-            Published::Stopping => return Ended::Stopping,
         }
         *next = token + 1;
         state.position.store(token, Ordering::Relaxed);
         metrics.position.set(token);
-        known_head = known_head.max(token);
         checkpoints.published(token).await;
-        update_lag(b, rule, state, metrics, token, known_head).await;
         used += 1;
         if used >= rule.refill {
             used = 0;
@@ -498,6 +513,72 @@ async fn stream<M: Message>(
                 i64::from(rule.refill),
             ));
         }
+        // More already waiting: behind. Nothing waiting: ask the store soon.
+        match inbound.message().now_or_never() {
+            Some(m) => {
+                head.behind(token);
+                ahead = Some(m);
+            }
+            None => head.quiet(),
+        }
+        update_lag(b, rule, state, metrics, token, &head).await;
+    }
+}
+
+/// What a processor knows of the head of the event store.
+struct Head {
+    /// The newest token the store reported (or one known to exist past it).
+    token: i64,
+    /// Known to be behind the head.
+    behind: bool,
+    /// When to ask the store again (after a quiet moment).
+    probe_at: Option<Instant>,
+}
+
+/// How long the stream must be quiet before the head is asked for.
+const QUIET: Duration = Duration::from_millis(50);
+
+impl Head {
+    fn new(token: i64) -> Self {
+        Head {
+            token,
+            behind: false,
+            probe_at: None,
+        }
+    }
+
+    /// More events were waiting after `position`: not at the head.
+    fn behind(&mut self, position: i64) {
+        self.token = self.token.max(position + 1);
+        self.behind = true;
+        self.probe_at = None;
+    }
+
+    /// Nothing waiting: ask the store after a quiet moment.
+    fn quiet(&mut self) {
+        self.probe_at = Some(Instant::now() + QUIET);
+    }
+
+    fn probe_due(&self) -> bool {
+        self.probe_at.is_some()
+    }
+
+    fn probe_at(&self) -> Instant {
+        self.probe_at.unwrap_or_else(Instant::now)
+    }
+
+    /// The store's answer (`None`: no answer; nothing changes).
+    fn probed(&mut self, head: Option<i64>) {
+        self.probe_at = None;
+        if let Some(h) = head {
+            self.token = h;
+            self.behind = false;
+        }
+    }
+
+    /// Events not published yet, as far as is known.
+    fn lag(&self, position: i64) -> i64 {
+        (self.token - position).max(i64::from(self.behind))
     }
 }
 
@@ -518,9 +599,9 @@ async fn update_lag<M: Message>(
     state: &ProcessorState,
     metrics: &ProcessorMetrics,
     position: i64,
-    head: i64,
+    head: &Head,
 ) {
-    let lag = (head - position).max(0);
+    let lag = head.lag(position).max(0);
     metrics.lag.set(lag);
     let now = lag == 0;
     let was = state.caught_up.swap(now, Ordering::Relaxed);

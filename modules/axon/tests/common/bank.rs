@@ -67,6 +67,7 @@ pub enum Bank {
     QueryResults(Vec<Bank>),
     AggregateEvents(AggregateEvents),
     CaughtUp(CaughtUp),
+    UndecodableEvent(serde_json::Value),
     Text(String),
     Empty,
 }

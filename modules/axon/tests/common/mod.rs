@@ -8,6 +8,7 @@
 )]
 
 pub mod bank;
+pub mod collect;
 pub mod raw;
 
 use std::future::Future;
@@ -56,9 +57,14 @@ reconnect = {{ initial = "20ms", max = "200ms" }}
     )
 }
 
-/// Starts a process over `toml` with the bridge registered for `M`.
+/// Starts a process over `toml` with the bridge (and the test `collect`
+/// module) registered for `M`.
 pub async fn start<M: Message>(toml: &str) -> RunningProcess<M> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        telamon_process::init_tracing();
+    }
     Process::<M>::new(config(toml))
+        .module::<collect::Collect<M>>()
         .module::<Axon<M>>()
         .start()
         .await

@@ -133,3 +133,50 @@ impl RawCommandHandler {
             .unwrap();
     }
 }
+
+/// Appends `events` in one transaction, as a Java application would.
+pub async fn append(url: &str, events: Vec<telamon_axon_proto::pb::event::Event>) {
+    use telamon_axon_proto::pb::event::event_store_client::EventStoreClient;
+    let mut client = EventStoreClient::connect(url.to_owned()).await.unwrap();
+    client
+        .append_event(request(tokio_stream::iter(events)))
+        .await
+        .unwrap();
+}
+
+/// A domain event with a JSON payload.
+pub fn event(
+    aggregate: &str,
+    sequence: i64,
+    type_name: &str,
+    data: &[u8],
+) -> telamon_axon_proto::pb::event::Event {
+    telamon_axon_proto::pb::event::Event {
+        message_identifier: format!("{aggregate}-{sequence}"),
+        aggregate_identifier: aggregate.to_owned(),
+        aggregate_sequence_number: sequence,
+        aggregate_type: "Account".to_owned(),
+        timestamp: 1_700_000_000_000 + sequence,
+        payload: Some(json_payload(type_name, data)),
+        meta_data: Default::default(),
+        snapshot: false,
+    }
+}
+
+/// `count` deposit events for aggregate `aggregate`, sequences from `first`.
+pub fn deposits(
+    aggregate: &str,
+    first: i64,
+    count: i64,
+) -> Vec<telamon_axon_proto::pb::event::Event> {
+    (first..first + count)
+        .map(|s| {
+            event(
+                aggregate,
+                s,
+                "com.example.bank.MoneyDeposited",
+                format!(r#"{{"accountId":"{aggregate}","amount":1,"sequence":{s}}}"#).as_bytes(),
+            )
+        })
+        .collect()
+}
