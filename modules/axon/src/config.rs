@@ -779,7 +779,7 @@ impl AxonConfig {
         if c.max_message_size < 1024 {
             return Err(problem("max-message-size", "must be at least 1024 bytes"));
         }
-        if !(c.reconnect.multiplier >= 1.0) {
+        if c.reconnect.multiplier.is_nan() || c.reconnect.multiplier < 1.0 {
             return Err(problem("reconnect.multiplier", "must be at least 1"));
         }
         if !(0.0..=1.0).contains(&c.reconnect.jitter) {

@@ -177,6 +177,7 @@ pub enum BridgeState {
 pub(crate) struct Readiness {
     parts: std::sync::Mutex<Vec<(String, bool)>>,
     connected: std::sync::atomic::AtomicBool,
+    closing: std::sync::atomic::AtomicBool,
     state: watch::Sender<BridgeState>,
     gauge: Gauge,
 }
@@ -208,6 +209,7 @@ impl Readiness {
         Arc::new(Readiness {
             parts: std::sync::Mutex::new(Vec::new()),
             connected: std::sync::atomic::AtomicBool::new(false),
+            closing: std::sync::atomic::AtomicBool::new(false),
             state: watch::channel(BridgeState::Connecting).0,
             gauge,
         })
@@ -251,7 +253,9 @@ impl Readiness {
         };
         let old = self.state.send_replace(state);
         self.gauge.set(state as i64);
-        if old != state {
+        if old != state && self.closing.load(Ordering::SeqCst) {
+            tracing::debug!(?state, "AxonServer bridge closing");
+        } else if old != state {
             match state {
                 BridgeState::Ready => tracing::info!(
                     "AxonServer bridge ready: every handler registered, every stream open"
@@ -262,6 +266,11 @@ impl Readiness {
                 BridgeState::Connecting => tracing::warn!("AxonServer bridge connecting"),
             }
         }
+    }
+
+    /// The bridge is stopping: state changes are expected, not news.
+    pub(crate) fn closing(&self) {
+        self.closing.store(true, Ordering::SeqCst);
     }
 
     /// The current state.

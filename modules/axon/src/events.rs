@@ -104,13 +104,19 @@ pub(crate) fn build<M: Message>(
                     topic: Some(topic),
                     named: &[("type", &payload.r#type)],
                 })?;
-                let seq = match a.sequence.integer(source) {
-                    Ok(s) => s,
-                    // Later elements of a batch may leave the sequence out:
-                    // they follow the previous one of the same aggregate.
-                    Err(e) => match &previous {
-                        Some((pid, pseq)) if *pid == id => pseq + 1,
-                        _ => return Err(e.into()),
+                // In a batch, a sequence read from the message as a whole (a
+                // header, a topic word) is the first event's; the others of
+                // the same aggregate follow it, as do elements that leave
+                // their own sequence out.
+                let follows = match &previous {
+                    Some((pid, pseq)) if *pid == id => Some(pseq + 1),
+                    _ => None,
+                };
+                let seq = match (follows, a.sequence.needs_content()) {
+                    (Some(next), false) => next,
+                    (follows, _) => match a.sequence.integer(source) {
+                        Ok(s) => s,
+                        Err(e) => follows.ok_or(e)?,
                     },
                 };
                 previous = Some((id.clone(), seq));

@@ -318,18 +318,21 @@ impl<M: Message, F: TokenStoreFactory> Module<M> for Axon<M, F> {
             opened_subscriptions: Default::default(),
             drain: tokio_util::sync::CancellationToken::new(),
         });
+        // Slots before the connection is installed, so `ready` is never
+        // reported while a handler stream is still to come.
+        let command_slot =
+            (!settings.handle_command.is_empty()).then(|| readiness.slot("commands"));
+        let query_slot = (!settings.handle_query.is_empty()).then(|| readiness.slot("queries"));
         ctx.run_draining(control::supervise(conn.clone(), processors, first));
         register_outbound(&bridge).await?;
         let workers = TaskTracker::new();
         // Handler streams register now, so the bridge is ready when the
         // process has started; a command or query that arrives before every
         // module is initialised waits for that (see `commands::handle`).
-        if !settings.handle_command.is_empty() {
-            let slot = readiness.slot("commands");
+        if let Some(slot) = command_slot {
             ctx.run_draining(workers.track_future(commands::serve(bridge.clone(), slot)));
         }
-        if !settings.handle_query.is_empty() {
-            let slot = readiness.slot("queries");
+        if let Some(slot) = query_slot {
             ctx.run_draining(workers.track_future(queries::serve(bridge.clone(), slot)));
             for (i, rule) in settings.handle_query.iter().enumerate() {
                 if rule.updates.is_some() {
@@ -382,12 +385,14 @@ impl<M: Message, F: TokenStoreFactory> Module<M> for Axon<M, F> {
         );
         ctx.run_draining(async move {
             b.ctx.stopping().await;
+            readiness.closing();
             b.drain.cancel();
             workers.close();
             if tokio::time::timeout(drain_for, workers.wait()).await.is_err() {
                 tracing::warn!(timeout = ?drain_for, "AxonServer bridge work still running at its drain deadline");
             }
             b.conn.stop.cancel();
+            tracing::info!("AxonServer bridge stopped");
         });
         Ok(())
     }

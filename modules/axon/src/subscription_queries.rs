@@ -260,7 +260,7 @@ pub(crate) struct OpenedSubscriptions {
     open: Mutex<HashMap<String, CancellationToken>>,
 }
 
-fn updates_topic<M>(rule: &SubscribeQueryRule, topic: &Topic) -> Result<Topic, BridgeError> {
+fn updates_topic(rule: &SubscribeQueryRule, topic: &Topic) -> Result<Topic, BridgeError> {
     let text = rule.updates_topic.render(Vars {
         topic: Some(topic),
         named: &[],
@@ -276,7 +276,7 @@ pub(crate) async fn subscribe<M: Message>(
 ) -> Result<Arc<M>, BridgeError> {
     let rule = &b.settings.subscribe_query[rule_index];
     let (topic, message, headers) = request.into_parts();
-    let updates = updates_topic::<M>(rule, &topic)?;
+    let updates = updates_topic(rule, &topic)?;
     let timeout = b.settings.raw.call_timeout;
     let mut query = queries::query_request(
         b,
@@ -330,7 +330,7 @@ pub(crate) async fn cancel<M: Message>(
 ) -> Result<Arc<M>, BridgeError> {
     let rule = &b.settings.subscribe_query[rule_index];
     let (topic, message, _) = request.into_parts();
-    let updates = updates_topic::<M>(rule, &topic)?;
+    let updates = updates_topic(rule, &topic)?;
     let stop = b
         .opened_subscriptions
         .open

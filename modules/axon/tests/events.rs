@@ -176,7 +176,7 @@ async fn an_aggregate_is_read_back_from_its_latest_snapshot() {
         Bank::AggregateEvents(a) => a.clone(),
         other => panic!("expected the aggregate's events, got {other:?}"),
     };
-    let empty = history(&*ctx.request("bank.load.nobody", Bank::Empty).await.unwrap());
+    let empty = history(&ctx.request("bank.load.nobody", Bank::Empty).await.unwrap());
     assert_eq!((empty.last_sequence, empty.events.len()), (-1, 0));
     ctx.request(
         "bank.event.all",
@@ -203,7 +203,7 @@ async fn an_aggregate_is_read_back_from_its_latest_snapshot() {
     ctx.request("bank.event.more", bank::deposited("d-1", 5, 3))
         .await
         .unwrap();
-    let loaded = history(&*ctx.request("bank.load.d-1", Bank::Empty).await.unwrap());
+    let loaded = history(&ctx.request("bank.load.d-1", Bank::Empty).await.unwrap());
     assert_eq!(
         loaded,
         AggregateEvents {

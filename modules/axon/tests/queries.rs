@@ -193,10 +193,14 @@ impl AxonTestServerFast {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_queries_give_their_permits_back() {
     let server = common::server().await;
-    let toml = two_components(&server.address().to_string()).replace(
-        "[module.axon-b.payload]",
-        "query-permits = 16\nquery-refill = 4\n\n[module.axon-b.payload]",
-    );
+    // A handler timeout far longer than the test: only cancellation can
+    // give the permits back.
+    let toml = two_components(&server.address().to_string())
+        .replace(
+            "[module.axon-b.payload]",
+            "query-permits = 16\nquery-refill = 4\n\n[module.axon-b.payload]",
+        )
+        .replace("handler-timeout = \"5s\"", "handler-timeout = \"120s\"");
     let process = common::start::<Bank>(&toml).await;
     let ctx = process.context("test");
     let _a = ctx
@@ -207,7 +211,7 @@ async fn cancelled_queries_give_their_permits_back() {
         .unwrap();
     let _b = ctx
         .handle("b.balance", |_| async {
-            tokio::time::sleep(Duration::from_secs(30)).await;
+            tokio::time::sleep(Duration::from_secs(300)).await;
             Ok::<_, HandlerError>(balance("x", 2))
         })
         .await
