@@ -17,8 +17,64 @@ use std::sync::Arc;
 /// assert_eq!(h.len(), 1);
 /// assert!(Headers::new().is_empty());
 /// ```
+///
+/// All names and values of one message share one buffer, so making, sharing
+/// and dropping them costs three allocations however many there are
+/// (messages cross threads, and an allocation freed on another thread than
+/// the one that made it is the dear kind).
 #[derive(Clone, Default)]
-pub struct Headers(Option<Arc<Vec<(String, String)>>>);
+pub struct Headers(Option<Arc<Packed>>);
+
+/// Names and values one after the other in `text`; `ends` holds where each
+/// name and each value ends (a name starts where the previous value ended).
+#[derive(Clone, Default)]
+struct Packed {
+    text: String,
+    ends: Vec<(usize, usize)>,
+}
+
+impl Packed {
+    fn with_capacity(pairs: usize) -> Self {
+        Packed {
+            // Room for typical names and values; it grows when they are longer.
+            text: String::with_capacity(pairs * 48),
+            ends: Vec::with_capacity(pairs),
+        }
+    }
+
+    fn push(&mut self, name: &str, value: &str) {
+        self.text.push_str(name);
+        let name_end = self.text.len();
+        self.text.push_str(value);
+        self.ends.push((name_end, self.text.len()));
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut start = 0;
+        self.ends.iter().map(move |&(name_end, value_end)| {
+            let pair = (&self.text[start..name_end], &self.text[name_end..value_end]);
+            start = value_end;
+            pair
+        })
+    }
+
+    fn position(&self, name: &str) -> Option<usize> {
+        self.iter().position(|(k, _)| k == name)
+    }
+
+    /// A copy with the value at `at` replaced (`Some`) or the pair removed.
+    fn rebuilt(&self, at: usize, value: Option<&str>) -> Packed {
+        let mut out = Packed::with_capacity(self.ends.len());
+        for (i, (k, v)) in self.iter().enumerate() {
+            match (i == at, value) {
+                (false, _) => out.push(k, v),
+                (true, Some(new)) => out.push(k, new),
+                (true, None) => {}
+            }
+        }
+        out
+    }
+}
 
 /// Header names whose values `Debug` hides.
 const SECRET_WORDS: [&str; 5] = ["token", "authorization", "password", "secret", "cookie"];
@@ -31,12 +87,12 @@ impl Headers {
 
     /// True when there are none.
     pub fn is_empty(&self) -> bool {
-        self.0.as_ref().is_none_or(|v| v.is_empty())
+        self.len() == 0
     }
 
     /// How many there are.
     pub fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |v| v.len())
+        self.0.as_ref().map_or(0, |p| p.ends.len())
     }
 
     /// The value of `name` (names are compared exactly).
@@ -46,19 +102,16 @@ impl Headers {
 
     /// Every header, in the order they were set.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0
-            .iter()
-            .flat_map(|v| v.iter())
-            .map(|(k, v)| (k.as_str(), v.as_str()))
+        self.0.iter().flat_map(|p| p.iter())
     }
 
     /// Sets `name` to `value`, replacing an earlier value.
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) -> &mut Self {
         let (name, value) = (name.into(), value.into());
-        let list = Arc::make_mut(self.0.get_or_insert_with(Default::default));
-        match list.iter_mut().find(|(k, _)| *k == name) {
-            Some(slot) => slot.1 = value,
-            None => list.push((name, value)),
+        let packed = Arc::make_mut(self.0.get_or_insert_with(Default::default));
+        match packed.position(&name) {
+            Some(at) => *packed = packed.rebuilt(at, Some(&value)),
+            None => packed.push(&name, &value),
         }
         self
     }
@@ -71,9 +124,11 @@ impl Headers {
 
     /// Removes `name`; returns its value.
     pub fn remove(&mut self, name: &str) -> Option<String> {
-        let list = Arc::make_mut(self.0.as_mut()?);
-        let at = list.iter().position(|(k, _)| k == name)?;
-        Some(list.remove(at).1)
+        let packed = Arc::make_mut(self.0.as_mut()?);
+        let at = packed.position(name)?;
+        let value = packed.iter().nth(at).map(|(_, v)| v.to_owned());
+        *packed = packed.rebuilt(at, None);
+        value
     }
 }
 
@@ -87,28 +142,56 @@ impl PartialEq for Headers {
 
 impl Eq for Headers {}
 
-/// Later pairs replace earlier ones with the same name; linear in the number
-/// of pairs (a hostile peer's thousands of headers cost no quadratic scan).
-impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Headers {
+/// Later pairs replace earlier ones with the same name (the name keeps its
+/// first place); linear in the number of pairs (a hostile peer's thousands
+/// of headers cost no quadratic scan). Borrowed names and values are copied
+/// once, into the shared buffer.
+impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        let mut list: Vec<(String, String)> = Vec::new();
-        let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        let iter = iter.into_iter();
+        let mut packed = Packed::with_capacity(iter.size_hint().0);
         for (k, v) in iter {
-            let (k, v) = (k.into(), v.into());
-            match at.get(&k) {
-                Some(&i) => list[i].1 = v,
-                None => {
-                    at.insert(k.clone(), list.len());
-                    list.push((k, v));
-                }
-            }
+            packed.push(k.as_ref(), v.as_ref());
         }
-        if list.is_empty() {
-            Headers::new()
-        } else {
-            Headers(Some(Arc::new(list)))
+        if packed.ends.is_empty() {
+            return Headers::new();
+        }
+        if has_repeats(&packed) {
+            packed = deduplicated(&packed);
+        }
+        Headers(Some(Arc::new(packed)))
+    }
+}
+
+/// Up to this many pairs, repeats are looked for by comparing every two.
+const SMALL: usize = 16;
+
+/// True when a name occurs twice.
+fn has_repeats(packed: &Packed) -> bool {
+    if packed.ends.len() <= SMALL {
+        packed
+            .iter()
+            .enumerate()
+            .any(|(i, (k, _))| packed.iter().skip(i + 1).any(|(other, _)| other == k))
+    } else {
+        let mut seen = std::collections::HashSet::with_capacity(packed.ends.len());
+        !packed.iter().all(|(k, _)| seen.insert(k))
+    }
+}
+
+/// Each name once, in its first place, with its last value.
+fn deduplicated(packed: &Packed) -> Packed {
+    let mut last: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for (k, v) in packed.iter() {
+        last.insert(k, v);
+    }
+    let mut out = Packed::with_capacity(last.len());
+    for (k, _) in packed.iter() {
+        if let Some(v) = last.remove(k) {
+            out.push(k, v);
         }
     }
+    out
 }
 
 /// Shows names and values, except values of names that look secret
@@ -137,12 +220,52 @@ mod tests {
         let h = Headers::new();
         assert!(h.0.is_none() && h.is_empty() && h.get("x").is_none());
         let a = Headers::new().with("a", "1").with("b", "2");
+        assert_eq!(a.iter().collect::<Vec<_>>(), [("a", "1"), ("b", "2")]);
         let mut b = a.clone();
         assert!(Arc::ptr_eq(a.0.as_ref().unwrap(), b.0.as_ref().unwrap()));
         b.insert("a", "9");
         assert_eq!((a.get("a"), b.get("a")), (Some("1"), Some("9")));
         assert_eq!(b.remove("b").as_deref(), Some("2"));
         assert_eq!(b.iter().collect::<Vec<_>>(), [("a", "9")]);
+    }
+
+    #[test]
+    fn collected_repeats_keep_the_first_place_and_the_last_value() {
+        let small: Headers = [("a", "1"), ("b", "2"), ("a", "3")].into_iter().collect();
+        assert_eq!(small.iter().collect::<Vec<_>>(), [("a", "3"), ("b", "2")]);
+        let mut pairs: Vec<(String, String)> =
+            (0..40).map(|i| (format!("k{i}"), i.to_string())).collect();
+        pairs.push(("k3".into(), "last".into()));
+        let large: Headers = pairs.into_iter().collect();
+        assert_eq!((large.len(), large.get("k3")), (40, Some("last")));
+        assert_eq!(large.iter().nth(3), Some(("k3", "last")));
+        let distinct: Headers = (0..40).map(|i| (format!("k{i}"), "v")).collect();
+        assert_eq!(distinct.len(), 40);
+    }
+
+    #[test]
+    fn any_text_round_trips_and_edits_keep_the_rest() {
+        let pairs = [
+            ("", "empty name"),
+            ("ünï", "ŵ€ird 0000000f"),
+            ("e", ""),
+            ("n", "12345678"),
+        ];
+        let mut h: Headers = pairs.into_iter().collect();
+        assert_eq!(h.iter().collect::<Vec<_>>(), pairs);
+        h.insert("ünï", "x");
+        assert_eq!(h.remove("e").as_deref(), Some(""));
+        h.insert("z", "last");
+        assert_eq!(
+            h.iter().collect::<Vec<_>>(),
+            [
+                ("", "empty name"),
+                ("ünï", "x"),
+                ("n", "12345678"),
+                ("z", "last")
+            ]
+        );
+        assert_eq!(h.remove("missing"), None);
     }
 
     #[test]

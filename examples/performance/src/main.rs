@@ -10,8 +10,12 @@
 //! result is one JSON line on stdout; the ratios against the targets go to stderr.
 //! `--quick` divides every count by 10 (for a smoke run). The `rabbit-*`
 //! scenarios need RabbitMQ (`AMQP_URL`, default the local broker); the
-//! baseline there is raw lapin doing the same work.
+//! baseline there is raw lapin doing the same work. The `axon-*` scenarios
+//! run an in-process AxonServer-compatible test server; the baseline there
+//! is raw tonic doing the same work against the same server.
 
+mod axon_baseline;
+mod axon_bridge;
 mod baseline_system;
 mod broker;
 mod caryatid_system;
@@ -23,14 +27,19 @@ mod telamon_system;
 
 use measurement::Measurement;
 
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 9] = [
     "inproc-1to1",
     "inproc-fanout4",
     "inproc-request",
     "idle-rss",
     "rabbit-1to1",
     "rabbit-request",
+    "axon-command",
+    "axon-append",
+    "axon-track",
 ];
+/// Events per append in `axon-append`.
+const AXON_BATCH: u64 = 100;
 /// Telamon's default queue depth; the baseline uses the same.
 const QUEUE: usize = 1024;
 /// Requests one requester keeps outstanding.
@@ -129,6 +138,37 @@ async fn scenario(name: &str, scale: u64) -> anyhow::Result<Vec<Measurement>> {
             // Caryatid declares a queue per request and never deletes it.
             caryatid_system::rabbit_request(300 / scale).await?,
         ],
+        "axon-command" => {
+            let server = telamon_testkit::AxonTestServer::builder().start().await?;
+            let n = 20_000 / scale;
+            let v = vec![
+                axon_bridge::command(&server, n, IN_FLIGHT).await?,
+                axon_baseline::command(&server, n, IN_FLIGHT).await?,
+            ];
+            server.stop().await?;
+            v
+        }
+        "axon-append" => {
+            let server = telamon_testkit::AxonTestServer::builder().start().await?;
+            let batches = 1_000 / scale;
+            let v = vec![
+                axon_bridge::append(&server, batches, 4).await?,
+                axon_baseline::append(&server, batches, 4).await?,
+            ];
+            server.stop().await?;
+            v
+        }
+        "axon-track" => {
+            let server = telamon_testkit::AxonTestServer::builder().start().await?;
+            let n = 100_000 / scale;
+            axon_baseline::fill(&server, n).await?;
+            let v = vec![
+                axon_bridge::track(&server, n).await?,
+                axon_baseline::track(&server, n).await?,
+            ];
+            server.stop().await?;
+            v
+        }
         "idle-rss" => {
             let mut v = Vec::new();
             for system in ["telamon", "baseline", "caryatid"] {
@@ -217,6 +257,9 @@ fn summary(results: &[Measurement]) {
         ("rabbit-1to1", "telamon", "caryatid", 2.0),
         ("rabbit-request", "telamon", "baseline", 0.6),
         ("rabbit-request", "telamon", "caryatid", 10.0),
+        ("axon-command", "telamon", "baseline", 0.77),
+        ("axon-append", "telamon", "baseline", 0.8),
+        ("axon-track", "telamon", "baseline", 0.8),
         ("inproc-1to1", "telamon", "caryatid-q1024", 0.0),
         ("inproc-fanout4", "telamon", "caryatid-q1024", 0.0),
         ("rabbit-1to1", "telamon-at-most-once", "caryatid", 0.0),

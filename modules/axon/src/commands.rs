@@ -10,9 +10,11 @@
 //!   A command larger than `max-message-size` is refused before it is sent.
 //! - **Handling**: at most `command-permits` commands are in work; each
 //!   permit is given back when its bus request *finished* (in batches of
-//!   `command-refill`). A module error, a bus timeout (`handler-timeout`), no
-//!   handler on the bus or an undecodable payload all answer AXONIQ-4002
-//!   with the reason; the stream never stalls on one command.
+//!   `command-refill`). A module error, a bus timeout (`handler-timeout`) or
+//!   an undecodable payload answer AXONIQ-4002 with the reason (a module's
+//!   own `AXONIQ-` code is kept); no handler on the bus answers AXONIQ-4000,
+//!   a handler that went away mid-command AXONIQ-4001. The stream never
+//!   stalls on one command.
 //! - **Stream lost**: it is reopened (on a new connection if the connection
 //!   went) and every command name registered again; the bridge is ready
 //!   again once every registration is acknowledged. Answers to commands
@@ -329,6 +331,22 @@ async fn handle<M: Message>(b: &Bridge<M>, command: Command) -> CommandResponse 
     }
 }
 
+/// The code a command is answered with when the bus could not run it:
+/// nobody on the bus takes the topic → AXONIQ-4000 (as a handler answers a
+/// command name it does not know), the handler went away or the bus closed
+/// while it was in work → AXONIQ-4001 (as AxonServer answers when a
+/// handler's connection goes), anything else (a timeout, a broker error) →
+/// AXONIQ-4002.
+fn bus_failure_code(e: &RequestError) -> &'static str {
+    if e.is_no_responder() {
+        error_code::NO_HANDLER_FOR_COMMAND
+    } else if e.is_dropped() || e.is_closed() {
+        error_code::CONNECTION_TO_HANDLER_LOST
+    } else {
+        EXECUTION_ERROR
+    }
+}
+
 struct Failure {
     code: String,
     message: String,
@@ -362,14 +380,15 @@ async fn ask<M: Message>(
         .codec
         .decode(command.payload.as_ref())
         .map_err(BridgeError::from)?;
+    let timestamp = command.timestamp.to_string();
     let mut extra = vec![
-        (metadata::MESSAGE_ID, command.message_identifier.clone()),
-        (metadata::COMMAND, command.name.clone()),
-        (metadata::TIMESTAMP, command.timestamp.to_string()),
+        (metadata::MESSAGE_ID, command.message_identifier.as_str()),
+        (metadata::COMMAND, command.name.as_str()),
+        (metadata::TIMESTAMP, timestamp.as_str()),
     ];
     if let Some(p) = &command.payload {
-        extra.push((metadata::PAYLOAD_TYPE, p.r#type.clone()));
-        extra.push((metadata::PAYLOAD_REVISION, p.revision.clone()));
+        extra.push((metadata::PAYLOAD_TYPE, p.r#type.as_str()));
+        extra.push((metadata::PAYLOAD_REVISION, p.revision.as_str()));
     }
     let headers = to_headers(&command.meta_data, &extra);
     let asked = b
@@ -394,7 +413,7 @@ async fn ask<M: Message>(
         }
         Err(other) => {
             return Err(Failure {
-                code: EXECUTION_ERROR.to_owned(),
+                code: bus_failure_code(&other).to_owned(),
                 message: other.to_string(),
                 details: Vec::new(),
             });

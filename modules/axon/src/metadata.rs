@@ -10,6 +10,7 @@
 //!   type, aggregate id, sequence, token …), which win over metadata of the
 //!   same name.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use base64::Engine;
@@ -63,22 +64,24 @@ pub(crate) fn to_metadata(headers: &Headers) -> HashMap<String, MetaDataValue> {
 /// Headers for `metadata`, then the bridge's own `extra` headers.
 pub(crate) fn to_headers(
     metadata: &HashMap<String, MetaDataValue>,
-    extra: &[(&str, String)],
+    extra: &[(&str, &str)],
 ) -> Headers {
     let from_metadata = metadata.iter().filter_map(|(k, v)| {
-        let text = match v.data.as_ref()? {
-            meta_data_value::Data::TextValue(t) => t.clone(),
-            meta_data_value::Data::NumberValue(n) => n.to_string(),
-            meta_data_value::Data::BooleanValue(b) => b.to_string(),
-            meta_data_value::Data::DoubleValue(d) => d.to_string(),
+        let text: Cow<'_, str> = match v.data.as_ref()? {
+            meta_data_value::Data::TextValue(t) => Cow::Borrowed(t),
+            meta_data_value::Data::NumberValue(n) => Cow::Owned(n.to_string()),
+            meta_data_value::Data::BooleanValue(b) => {
+                Cow::Borrowed(if *b { "true" } else { "false" })
+            }
+            meta_data_value::Data::DoubleValue(d) => Cow::Owned(d.to_string()),
             meta_data_value::Data::BytesValue(b) => {
-                base64::engine::general_purpose::STANDARD.encode(&b.data)
+                Cow::Owned(base64::engine::general_purpose::STANDARD.encode(&b.data))
             }
         };
-        Some((k.clone(), text))
+        Some((k.as_str(), text))
     });
     from_metadata
-        .chain(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())))
+        .chain(extra.iter().map(|(k, v)| (*k, Cow::Borrowed(*v))))
         .collect()
 }
 
@@ -137,7 +140,7 @@ mod tests {
         );
         m.insert(TOKEN.to_owned(), text("forged"));
         m.insert("none".to_owned(), MetaDataValue { data: None });
-        let h = to_headers(&m, &[(TOKEN, "7".to_owned())]);
+        let h = to_headers(&m, &[(TOKEN, "7")]);
         assert_eq!(h.get("n"), Some("-4"));
         assert_eq!(h.get("b"), Some("true"));
         assert_eq!(h.get("d"), Some("1.5"));

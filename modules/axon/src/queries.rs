@@ -437,14 +437,15 @@ async fn ask<M: Message>(
         .codec
         .decode(query.payload.as_ref())
         .map_err(|e| bridge_failure(e.into()))?;
+    let timestamp = query.timestamp.to_string();
     let mut extra = vec![
-        (metadata::MESSAGE_ID, query.message_identifier.clone()),
-        (metadata::QUERY, query.query.clone()),
-        (metadata::TIMESTAMP, query.timestamp.to_string()),
+        (metadata::MESSAGE_ID, query.message_identifier.as_str()),
+        (metadata::QUERY, query.query.as_str()),
+        (metadata::TIMESTAMP, timestamp.as_str()),
     ];
     if let Some(p) = &query.payload {
-        extra.push((metadata::PAYLOAD_TYPE, p.r#type.clone()));
-        extra.push((metadata::PAYLOAD_REVISION, p.revision.clone()));
+        extra.push((metadata::PAYLOAD_TYPE, p.r#type.as_str()));
+        extra.push((metadata::PAYLOAD_REVISION, p.revision.as_str()));
     }
     let asked = b
         .ctx

@@ -519,8 +519,8 @@ async fn publish<M: Message>(
     let headers = to_headers(
         meta_data,
         &[
-            (metadata::SUBSCRIPTION, subscription.to_owned()),
-            (metadata::MESSAGE_ID, message_id.to_owned()),
+            (metadata::SUBSCRIPTION, subscription),
+            (metadata::MESSAGE_ID, message_id),
         ],
     );
     if let Err(e) = b.ctx.publish_with(topic, message, headers).await {

@@ -440,6 +440,7 @@ async fn stream<M: Message>(
     );
     probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut used = 0u32;
+    let mut topics = Topics::default();
     // A message read ahead while checking whether more are waiting.
     let mut ahead = None;
     head.quiet();
@@ -490,7 +491,7 @@ async fn stream<M: Message>(
             tracing::warn!(processor = %rule.processor, expected = *next, got = token, "the event store skipped tokens");
         }
         if let Some(event) = event {
-            match publish(b, rule, state, metrics, token, event).await {
+            match publish(b, rule, state, metrics, &mut topics, token, event).await {
                 Published::Yes => metrics.published.inc(),
                 Published::Skipped => {}
                 Published::Stopped => return Ended::Paused,
@@ -629,35 +630,52 @@ enum Published {
     Stopping,
 }
 
+/// Bus topics already rendered for a payload type: the topic depends only
+/// on the type (and the processor), so each is rendered and checked once.
+/// Bounded: a store with more distinct types than this starts over.
+#[derive(Default)]
+struct Topics(std::collections::HashMap<String, Topic>);
+
+/// Most payload types [`Topics`] remembers.
+const TOPIC_CACHE: usize = 1024;
+
+impl Topics {
+    fn get(&mut self, rule: &TrackingRule, type_name: &str) -> Result<Topic, String> {
+        if let Some(t) = self.0.get(type_name) {
+            return Ok(t.clone());
+        }
+        let text = rule
+            .topic
+            .render(Vars {
+                topic: None,
+                named: &[("type", type_name), ("processor", &rule.processor)],
+            })
+            .map_err(|e| e.to_string())?;
+        let topic = Topic::new(&text).map_err(|e| format!("topic `{text}`: {e}"))?;
+        if self.0.len() >= TOPIC_CACHE {
+            self.0.clear();
+        }
+        self.0.insert(type_name.to_owned(), topic.clone());
+        Ok(topic)
+    }
+}
+
 /// Publishes one event, retrying until the bus takes it.
 async fn publish<M: Message>(
     b: &Bridge<M>,
     rule: &TrackingRule,
     state: &ProcessorState,
     metrics: &ProcessorMetrics,
+    topics: &mut Topics,
     token: i64,
     event: telamon_axon_proto::pb::event::Event,
 ) -> Published {
-    let type_name = event
-        .payload
-        .as_ref()
-        .map_or("", |p| p.r#type.as_str())
-        .to_owned();
+    let type_name = event.payload.as_ref().map_or("", |p| p.r#type.as_str());
     let decoded = b
         .codec
         .decode(event.payload.as_ref())
         .map_err(|e| e.to_string())
-        .and_then(|m| {
-            let topic = rule
-                .topic
-                .render(Vars {
-                    topic: None,
-                    named: &[("type", &type_name), ("processor", &rule.processor)],
-                })
-                .map_err(|e| e.to_string())?;
-            let topic = Topic::new(&topic).map_err(|e| format!("topic `{topic}`: {e}"))?;
-            Ok((topic, m))
-        });
+        .and_then(|m| Ok((topics.get(rule, type_name)?, m)));
     let (topic, message) = match decoded {
         Ok(x) => x,
         Err(why) => {
@@ -697,23 +715,23 @@ async fn publish<M: Message>(
             };
         }
     };
-    let mut extra = vec![
-        (metadata::TOKEN, token.to_string()),
-        (metadata::MESSAGE_ID, event.message_identifier.clone()),
-        (metadata::TIMESTAMP, event.timestamp.to_string()),
-        (metadata::PROCESSOR, rule.processor.clone()),
-        (metadata::PAYLOAD_TYPE, type_name.clone()),
-    ];
+    let (token_text, timestamp) = (token.to_string(), event.timestamp.to_string());
+    let sequence = event.aggregate_sequence_number.to_string();
+    let mut extra = Vec::with_capacity(9);
+    extra.extend([
+        (metadata::TOKEN, token_text.as_str()),
+        (metadata::MESSAGE_ID, event.message_identifier.as_str()),
+        (metadata::TIMESTAMP, timestamp.as_str()),
+        (metadata::PROCESSOR, rule.processor.as_str()),
+        (metadata::PAYLOAD_TYPE, type_name),
+    ]);
     if let Some(p) = &event.payload {
-        extra.push((metadata::PAYLOAD_REVISION, p.revision.clone()));
+        extra.push((metadata::PAYLOAD_REVISION, p.revision.as_str()));
     }
     if !event.aggregate_type.is_empty() || !event.aggregate_identifier.is_empty() {
-        extra.push((metadata::AGGREGATE_ID, event.aggregate_identifier.clone()));
-        extra.push((metadata::AGGREGATE_TYPE, event.aggregate_type.clone()));
-        extra.push((
-            metadata::SEQUENCE,
-            event.aggregate_sequence_number.to_string(),
-        ));
+        extra.push((metadata::AGGREGATE_ID, event.aggregate_identifier.as_str()));
+        extra.push((metadata::AGGREGATE_TYPE, event.aggregate_type.as_str()));
+        extra.push((metadata::SEQUENCE, sequence.as_str()));
     }
     let headers = to_headers(&event.meta_data, &extra);
     let message = Arc::new(message);
