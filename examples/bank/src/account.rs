@@ -7,7 +7,7 @@
 //! (`bank.event.append`, the `axon-sequence` header). Every
 //! `snapshot-every` events it also appends a snapshot. A concurrent writer
 //! makes the append fail with AXONIQ-2000, which reaches the command's
-//! sender as the command's error. The module holds no Axon types: the
+//! sender in the message of the command's error (AXONIQ-4002). The module holds no Axon types: the
 //! bridge's config maps its topics.
 
 use std::sync::Arc;

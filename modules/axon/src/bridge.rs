@@ -63,6 +63,21 @@ impl<M: Message> Bridge<M> {
         Ok(())
     }
 
+    /// The `ErrorMessage` of an in-band error this bridge answers with.
+    pub(crate) fn error_message(
+        &self,
+        code: &str,
+        message: String,
+        details: Vec<String>,
+    ) -> telamon_axon_proto::pb::ErrorMessage {
+        telamon_axon_proto::pb::ErrorMessage {
+            message,
+            location: self.settings.client_id.clone(),
+            details,
+            error_code: code.to_owned(),
+        }
+    }
+
     /// Makes an outbound call: waits for a link, goes through the circuit
     /// breaker, retries what the policy calls transient, all within
     /// `deadline`. `op` returns in-band errors as `Err` too, so they can be

@@ -32,7 +32,7 @@ use telamon_axon_proto::pb::command::command_provider_outbound::Request as Out;
 use telamon_axon_proto::pb::command::{
     Command, CommandProviderInbound, CommandProviderOutbound, CommandResponse, CommandSubscription,
 };
-use telamon_axon_proto::pb::{ErrorMessage, FlowControl, ProcessingInstruction, ProcessingKey};
+use telamon_axon_proto::pb::{FlowControl, ProcessingInstruction, ProcessingKey};
 use telamon_sdk::{Message, Request, RequestError, RequestOptions};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -301,12 +301,7 @@ async fn handle<M: Message>(b: &Bridge<M>, command: Command) -> CommandResponse 
         message_identifier: crate::ids::uuid(),
         request_identifier: request_id.clone(),
         error_code: code.to_owned(),
-        error_message: Some(ErrorMessage {
-            message,
-            location: b.settings.client_id.clone(),
-            details,
-            error_code: code.to_owned(),
-        }),
+        error_message: Some(b.error_message(code, message, details)),
         ..CommandResponse::default()
     };
     let Some(rule) = b

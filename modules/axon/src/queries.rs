@@ -28,7 +28,7 @@ use telamon_axon_proto::pb::query::{
     QueryComplete, QueryProviderInbound, QueryProviderOutbound, QueryRequest, QueryResponse,
     QuerySubscription,
 };
-use telamon_axon_proto::pb::{ErrorMessage, FlowControl, ProcessingKey, SerializedObject};
+use telamon_axon_proto::pb::{FlowControl, ProcessingKey, SerializedObject};
 use telamon_sdk::{Headers, Message, Request, RequestError, RequestOptions, Topic};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
@@ -384,12 +384,7 @@ pub(crate) async fn answer<M: Message>(b: &Bridge<M>, query: &QueryRequest) -> Q
         message_identifier: crate::ids::uuid(),
         request_identifier: query.message_identifier.clone(),
         error_code: code.to_owned(),
-        error_message: Some(ErrorMessage {
-            message,
-            location: b.settings.client_id.clone(),
-            details,
-            error_code: code.to_owned(),
-        }),
+        error_message: Some(b.error_message(code, message, details)),
         ..QueryResponse::default()
     };
     let Some(rule) = b

@@ -224,17 +224,34 @@ async fn cancelled_queries_give_their_permits_back() {
             .unwrap();
         assert_eq!(*r, balance("x", 1));
     }
+    // Permits come back in batches of `query-refill`: up to 3 finished
+    // ones may wait for the next batch (a query the server withdrew before
+    // delivering it costs nothing, so the count need not be a multiple of
+    // 4). Leaked permits would leave the window near 0.
     let labels = [("module", "axon-b"), ("stream", "queries")];
     common::until(10, "every cancelled query's permit is back", || {
-        common::metric(&process, "telamon_axon_permits_available", &labels) == Some(16.0)
+        common::metric(&process, "telamon_axon_permits_available", &labels)
+            .is_some_and(|p| p >= 13.0)
     })
     .await;
-    let at_server: Vec<i64> = server.query_handlers()["balance"]
-        .iter()
-        .filter(|h| h.component_name == "reports")
-        .map(|h| h.permits)
-        .collect();
-    assert_eq!(at_server, [16], "the server sees the same window");
+    let available = || common::metric(&process, "telamon_axon_permits_available", &labels);
+    let at_server = || -> Vec<i64> {
+        server.query_handlers()["balance"]
+            .iter()
+            .filter(|h| h.component_name == "reports")
+            .map(|h| h.permits)
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while at_server().first().map(|&p| p as f64) != available() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server sees the window the bridge counts: bridge {:?}, server {:?}",
+            available(),
+            at_server()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     process.stop().await;
     server.stop().await.unwrap();
 }
