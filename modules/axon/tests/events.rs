@@ -276,3 +276,93 @@ payload-type = "org.audit.{1|pascal}"
     process.stop().await;
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_json_batches_snapshots_and_aggregate_reads() {
+    let server = common::server().await;
+    let toml = common::bridge(
+        "axon",
+        &server.address().to_string(),
+        r#"
+[[module.axon.append-events]]
+pattern = "shop.event"
+aggregate-id = "/orderId"
+aggregate-type = "Order"
+sequence = "/seq"
+payload-type = "org.shop.OrderEvent"
+
+[[module.axon.append-snapshot]]
+pattern = "shop.snapshot"
+aggregate-id = "/orderId"
+aggregate-type = "Order"
+sequence = "/seq"
+payload-type = "org.shop.OrderState"
+
+[[module.axon.read-aggregate]]
+pattern = "shop.load.*"
+aggregate-id = "topic:2"
+"#,
+    );
+    let process = common::start::<Value>(&toml).await;
+    let ctx = process.context("test");
+    let empty = ctx.request("shop.load.nobody", Value::Null).await.unwrap();
+    assert_eq!(empty["lastSequence"], json!(-1));
+    ctx.request(
+        "shop.event",
+        json!([
+            {"orderId": "o-1", "seq": 0, "item": "tea"},
+            {"orderId": "o-1", "seq": 1, "item": "cake"}
+        ]),
+    )
+    .await
+    .unwrap();
+    let state = json!({"orderId": "o-1", "seq": 1, "items": ["tea", "cake"]});
+    ctx.request("shop.snapshot", state.clone()).await.unwrap();
+    let third = json!({"orderId": "o-1", "seq": 2, "item": "jam"});
+    ctx.request("shop.event", third.clone()).await.unwrap();
+    let loaded = ctx.request("shop.load.o-1", Value::Null).await.unwrap();
+    assert_eq!(
+        *loaded,
+        json!({
+            "aggregateId": "o-1",
+            "snapshot": state,
+            "snapshotSequence": 1,
+            "events": [third],
+            "lastSequence": 2
+        })
+    );
+    let stored: Vec<(String, i64, String)> = stored(&server)
+        .into_iter()
+        .map(|(_, e)| {
+            let p = e.payload.unwrap();
+            (
+                p.r#type,
+                e.aggregate_sequence_number,
+                String::from_utf8(p.data).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            (
+                "org.shop.OrderEvent".to_owned(),
+                0,
+                r#"{"item":"tea","orderId":"o-1","seq":0}"#.to_owned()
+            ),
+            (
+                "org.shop.OrderEvent".to_owned(),
+                1,
+                r#"{"item":"cake","orderId":"o-1","seq":1}"#.to_owned()
+            ),
+            (
+                "org.shop.OrderEvent".to_owned(),
+                2,
+                r#"{"item":"jam","orderId":"o-1","seq":2}"#.to_owned()
+            ),
+        ],
+        "each element of the list is one event, written as it is (a `Value`'s keys in order)"
+    );
+    process.stop().await;
+    server.stop().await.unwrap();
+}

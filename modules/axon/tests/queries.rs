@@ -354,3 +354,66 @@ response-type = "org.shop.Order"
     process.stop().await;
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_json_subscription_queries_both_ways() {
+    let server = common::server().await;
+    let toml = common::bridge(
+        "axon",
+        &server.address().to_string(),
+        r#"
+[[module.axon.handle-query]]
+query = "org.shop.Stock"
+topic = "shop.stock"
+response-type = "org.shop.StockLevel"
+updates = "shop.stock.changed"
+update-key = "/sku"
+query-key = "/sku"
+
+[[module.axon.subscribe-query]]
+pattern = "watch.*"
+query = "org.shop.Stock"
+payload-type = "org.shop.Stock"
+updates-topic = "shop.stock-of.{1}"
+cancel-pattern = "unwatch.*"
+"#,
+    ) + &common::collect::table("watcher", "json-sq", "shop.stock-of.#", 64);
+    let process = common::start::<Value>(&toml).await;
+    let mut updates = common::collect::take::<Value>("json-sq");
+    let ctx = process.context("test");
+    let _h = ctx
+        .handle("shop.stock", |r| {
+            let sku = r.message()["sku"].clone();
+            async move { Ok::<_, HandlerError>(json!({"sku": sku, "count": 5})) }
+        })
+        .await
+        .unwrap();
+    let initial = ctx.request("watch.s1", json!({"sku": "s1"})).await.unwrap();
+    assert_eq!(*initial, json!({"sku": "s1", "count": 5}));
+    common::until(10, "the handler knows the subscription", || {
+        server.subscription_queries() == 1
+    })
+    .await;
+    ctx.publish("shop.stock.changed", json!({"sku": "other", "count": 1}))
+        .await
+        .unwrap();
+    ctx.publish("shop.stock.changed", json!({"sku": "s1", "count": 4}))
+        .await
+        .unwrap();
+    let update = common::within(10, updates.recv()).await.unwrap();
+    assert_eq!(update.topic().as_str(), "shop.stock-of.s1");
+    assert_eq!(
+        *update.message().clone(),
+        json!({"sku": "s1", "count": 4}),
+        "the other sku's update was filtered out"
+    );
+    ctx.request("unwatch.s1", json!({"sku": "s1"}))
+        .await
+        .unwrap();
+    common::until(10, "the subscription is gone at the server", || {
+        server.subscription_queries() == 0
+    })
+    .await;
+    process.stop().await;
+    server.stop().await.unwrap();
+}
