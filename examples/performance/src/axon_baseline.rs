@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Channel;
 
-use crate::measurement::{Measurement, rss_mb};
+use crate::measurement::Measurement;
 use crate::message::BenchMsg;
 use crate::request_clock::RequestClock;
 
@@ -205,17 +205,14 @@ pub(crate) async fn track(server: &RunningAxonServer, n: u64) -> anyhow::Result<
         Ok(first.map(|f| f.elapsed()).unwrap_or_default())
     })
     .await??;
-    Ok(Measurement {
-        scenario: "axon-track",
-        system: SYSTEM,
-        msgs_per_s: Some((n - 1) as f64 / elapsed.as_secs_f64()),
-        p50_us: None,
-        p99_us: None,
-        rss_mb: Some(rss_mb()),
-        first_tenth_per_s: None,
-        last_tenth_per_s: None,
-        count: Some(n),
-    })
+    // The rate is over the n − 1 gaps between the first event and the last.
+    Ok(Measurement::throughput(
+        "axon-track",
+        SYSTEM,
+        n - 1,
+        elapsed,
+        &mut [],
+    ))
 }
 
 /// Fills the store with `n` `BenchMsg` events for the tracking scenario.

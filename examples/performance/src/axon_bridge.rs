@@ -15,7 +15,7 @@ use telamon_sdk::{
 };
 use telamon_testkit::RunningAxonServer;
 
-use crate::measurement::{Measurement, rss_mb};
+use crate::measurement::Measurement;
 use crate::message::BenchMsg;
 use crate::request_clock::RequestClock;
 
@@ -186,15 +186,12 @@ class = "tracked"
     })
     .await??;
     process.stop().await;
-    Ok(Measurement {
-        scenario: "axon-track",
-        system: SYSTEM,
-        msgs_per_s: Some((n - 1) as f64 / elapsed.as_secs_f64()),
-        p50_us: None,
-        p99_us: None,
-        rss_mb: Some(rss_mb()),
-        first_tenth_per_s: None,
-        last_tenth_per_s: None,
-        count: Some(n),
-    })
+    // The rate is over the n − 1 gaps between the first event and the last.
+    Ok(Measurement::throughput(
+        "axon-track",
+        SYSTEM,
+        n - 1,
+        elapsed,
+        &mut [],
+    ))
 }
