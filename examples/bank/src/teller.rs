@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
-use telamon_sdk::{Context, ModuleError, module};
+use telamon_sdk::{Context, Headers, ModuleError, module};
+
+/// Header of the teller's own probe updates (see `run`).
+const PROBE: &str = "teller-probe";
 
 use crate::message::{AccountId, Amount, Balance, Bank, ListAccounts, OpenAccount};
 
@@ -80,6 +83,32 @@ impl Teller {
             "teller: watching {alice} (subscription query); initial result {}",
             show(&initial)
         );
+        // AxonServer tells the handling side about a new subscription on its
+        // own schedule: the initial result (a separate query) can come back
+        // first, and an update published before the handler knows the
+        // subscription goes nowhere. So the teller makes sure it is live: it
+        // publishes the balance it was given, marked as a probe, until one
+        // comes back through the subscription.
+        tokio::time::timeout(self.patience, async {
+            loop {
+                let probe = Headers::new().with(PROBE, "1");
+                ctx.publish_with("bank.balance.updated", initial.clone(), probe)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match tokio::time::timeout(Duration::from_millis(200), updates.recv()).await {
+                    Ok(Some(_)) => return Ok::<_, String>(()),
+                    Ok(None) => return Err("the update subscription closed".to_owned()),
+                    Err(_) => {}
+                }
+            }
+        })
+        .await
+        .map_err(|_| {
+            format!(
+                "the subscription query was not live within {:?}",
+                self.patience
+            )
+        })??;
 
         let commands = [
             (
@@ -140,6 +169,9 @@ impl Teller {
         let mut seen = Vec::new();
         tokio::time::timeout(self.patience, async {
             while let Some(u) = updates.recv().await {
+                if u.headers().get(PROBE).is_some() {
+                    continue;
+                }
                 if let Bank::Balance(b) = &**u.message() {
                     seen.push(b.balance);
                     if b.balance == -70 {

@@ -393,11 +393,6 @@ impl Connection {
         }
     }
 
-    /// True while a link is installed.
-    pub(crate) fn link_present(&self) -> bool {
-        self.link.borrow().is_some()
-    }
-
     /// [`next_link`](Self::next_link), or `None` once `drain` fires.
     pub(crate) async fn next_link_or(&self, drain: &CancellationToken) -> Option<Link> {
         tokio::select! {

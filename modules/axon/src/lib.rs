@@ -323,6 +323,10 @@ impl<M: Message, F: TokenStoreFactory> Module<M> for Axon<M, F> {
         let command_slot =
             (!settings.handle_command.is_empty()).then(|| readiness.slot("commands"));
         let query_slot = (!settings.handle_query.is_empty()).then(|| readiness.slot("queries"));
+        // Connected now: `start` waits below until every handler is
+        // registered (the supervisor installs the link on its own task, so
+        // whether it did yet says nothing).
+        let connected = first.is_some();
         ctx.run_draining(control::supervise(conn.clone(), processors, first));
         register_outbound(&bridge).await?;
         let workers = TaskTracker::new();
@@ -370,7 +374,7 @@ impl<M: Message, F: TokenStoreFactory> Module<M> for Axon<M, F> {
                 }
             }));
         }
-        if conn.link_present() && !readiness.wait_ready(settings.raw.connect_timeout).await {
+        if connected && !readiness.wait_ready(settings.raw.connect_timeout).await {
             tracing::warn!(
                 state = ?readiness.state(),
                 timeout = ?settings.raw.connect_timeout,

@@ -600,3 +600,38 @@ async fn a_stop_unsubscribes_first_and_finishes_the_command_in_hand() {
     assert!(server.command_handlers().is_empty(), "unsubscribed at stop");
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_returns_with_every_handler_registered() {
+    let server = common::server().await;
+    let toml = common::bridge(
+        "axon",
+        &server.address().to_string(),
+        &format!(
+            r#"{ECHO}
+[[module.axon.handle-query]]
+query = "Lookup"
+topic = "lookup"
+"#
+        ),
+    );
+    // The registration races the start; a few rounds make a lost race show.
+    for round in 0..5 {
+        let process = common::start::<Value>(&toml).await;
+        // No waiting: a module that sends right after the start is served.
+        assert!(
+            server.command_handlers().contains_key("Echo"),
+            "round {round}: the command handler is registered when start returns"
+        );
+        assert!(
+            server.query_handlers().contains_key("Lookup"),
+            "round {round}: the query handler is registered when start returns"
+        );
+        process.stop().await;
+        common::until(10, "unsubscribed at stop", || {
+            server.command_handlers().is_empty() && server.query_handlers().is_empty()
+        })
+        .await;
+    }
+    server.stop().await.unwrap();
+}
