@@ -247,9 +247,9 @@ mod tests {
     fn any_text_round_trips_and_edits_keep_the_rest() {
         let pairs = [
             ("", "empty name"),
-            ("ünï", "ŵ€ird 0000000f"),
+            ("ünï", "ŵ€ird välue"),
             ("e", ""),
-            ("n", "12345678"),
+            ("n", "1"),
         ];
         let mut h: Headers = pairs.into_iter().collect();
         assert_eq!(h.iter().collect::<Vec<_>>(), pairs);
@@ -258,12 +258,7 @@ mod tests {
         h.insert("z", "last");
         assert_eq!(
             h.iter().collect::<Vec<_>>(),
-            [
-                ("", "empty name"),
-                ("ünï", "x"),
-                ("n", "12345678"),
-                ("z", "last")
-            ]
+            [("", "empty name"), ("ünï", "x"), ("n", "1"), ("z", "last")]
         );
         assert_eq!(h.remove("missing"), None);
     }

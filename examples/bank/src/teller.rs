@@ -12,10 +12,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 use telamon_sdk::{Context, Headers, ModuleError, module};
 
+use crate::message::{AccountId, Amount, Balance, Bank, ListAccounts, OpenAccount};
+
 /// Header of the teller's own probe updates (see `run`).
 const PROBE: &str = "teller-probe";
-
-use crate::message::{AccountId, Amount, Balance, Bank, ListAccounts, OpenAccount};
 
 /// Set once the whole scenario went as expected; `main` exits 1 otherwise.
 pub(crate) static SCENARIO_OK: AtomicBool = AtomicBool::new(false);

@@ -41,7 +41,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use crate::bridge::{Bridge, now_millis};
 use crate::config::{HandleCommandRule, SendCommandRule};
 use crate::connection::{Link, Slot, reopen_delay};
-use crate::error::BridgeError;
+use crate::error::{BridgeError, bus_failure_code};
 use crate::instruction::{Acks, ack_error};
 use crate::metadata::{self, to_headers, to_metadata};
 use crate::permits::Permits;
@@ -326,22 +326,6 @@ async fn handle<M: Message>(b: &Bridge<M>, command: Command) -> CommandResponse 
     }
 }
 
-/// The code a command is answered with when the bus could not run it:
-/// nobody on the bus takes the topic → AXONIQ-4000 (as a handler answers a
-/// command name it does not know), the handler went away or the bus closed
-/// while it was in work → AXONIQ-4001 (as AxonServer answers when a
-/// handler's connection goes), anything else (a timeout, a broker error) →
-/// AXONIQ-4002.
-fn bus_failure_code(e: &RequestError) -> &'static str {
-    if e.is_no_responder() {
-        error_code::NO_HANDLER_FOR_COMMAND
-    } else if e.is_dropped() || e.is_closed() {
-        error_code::CONNECTION_TO_HANDLER_LOST
-    } else {
-        EXECUTION_ERROR
-    }
-}
-
 struct Failure {
     code: String,
     message: String,
@@ -408,7 +392,8 @@ async fn ask<M: Message>(
         }
         Err(other) => {
             return Err(Failure {
-                code: bus_failure_code(&other).to_owned(),
+                code: bus_failure_code(&other, error_code::NO_HANDLER_FOR_COMMAND, EXECUTION_ERROR)
+                    .to_owned(),
                 message: other.to_string(),
                 details: Vec::new(),
             });

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use telamon_axon_proto::{error_code, headers};
-use telamon_sdk::HandlerError;
+use telamon_sdk::{HandlerError, RequestError};
 
 use crate::payload::PayloadError;
 use crate::selector::SelectorError;
@@ -189,6 +189,26 @@ impl BridgeError {
             other => other.to_string(),
         };
         HandlerError::new(message).with_code(code)
+    }
+}
+
+/// The code an incoming command or query is answered with when the bus
+/// could not run its request: nobody on the bus takes the topic →
+/// `no_handler` (as a handler answers a name it does not know), the handler
+/// went away or the bus closed while it was in work → AXONIQ-4001 (as
+/// AxonServer answers when a handler's connection goes), anything else (a
+/// timeout, a broker error) → `failed`.
+pub(crate) fn bus_failure_code(
+    e: &RequestError,
+    no_handler: &'static str,
+    failed: &'static str,
+) -> &'static str {
+    if e.is_no_responder() {
+        no_handler
+    } else if e.is_dropped() || e.is_closed() {
+        error_code::CONNECTION_TO_HANDLER_LOST
+    } else {
+        failed
     }
 }
 

@@ -13,8 +13,10 @@
 //! - **Handling**: queries, query cancels and query flow-control messages
 //!   each cost a permit and each give it back when done (CONNECTOR §D.4);
 //!   a cancelled query's bus request is dropped and its permit returned.
-//!   Every query is answered with a response or an AXONIQ-5001 error, then
-//!   `QueryComplete` — never left open.
+//!   Every query is answered with a response or an error (AXONIQ-5001 when
+//!   the module failed or timed out, 5000 when nobody on the bus takes it,
+//!   4001 when its handler went away), then `QueryComplete` — never left
+//!   open.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -38,7 +40,7 @@ use crate::bridge::{Bridge, now_millis};
 use crate::commands::{Ended, number_instruction, text_instruction};
 use crate::config::{HandleQueryRule, Results, SendQueryRule};
 use crate::connection::{Link, Slot, reopen_delay};
-use crate::error::BridgeError;
+use crate::error::{BridgeError, bus_failure_code};
 use crate::instruction::{Acks, ack_error};
 use crate::metadata::{self, to_headers, to_metadata};
 use crate::permits::Permits;
@@ -462,7 +464,10 @@ async fn ask<M: Message>(
                 error.code().map(str::to_owned).into_iter().collect(),
             ));
         }
-        Err(other) => return Err((EXECUTION_ERROR.to_owned(), other.to_string(), Vec::new())),
+        Err(other) => {
+            let code = bus_failure_code(&other, error_code::NO_HANDLER_FOR_QUERY, EXECUTION_ERROR);
+            return Err((code.to_owned(), other.to_string(), Vec::new()));
+        }
     };
     let (variant, data) = b
         .codec

@@ -716,7 +716,7 @@ async fn publish<M: Message>(
         }
     };
     let (token_text, timestamp) = (token.to_string(), event.timestamp.to_string());
-    let sequence = event.aggregate_sequence_number.to_string();
+    let sequence;
     let mut extra = Vec::with_capacity(9);
     extra.extend([
         (metadata::TOKEN, token_text.as_str()),
@@ -731,6 +731,7 @@ async fn publish<M: Message>(
     if !event.aggregate_type.is_empty() || !event.aggregate_identifier.is_empty() {
         extra.push((metadata::AGGREGATE_ID, event.aggregate_identifier.as_str()));
         extra.push((metadata::AGGREGATE_TYPE, event.aggregate_type.as_str()));
+        sequence = event.aggregate_sequence_number.to_string();
         extra.push((metadata::SEQUENCE, sequence.as_str()));
     }
     let headers = to_headers(&event.meta_data, &extra);
