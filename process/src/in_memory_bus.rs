@@ -13,13 +13,12 @@
 //!   publishes fail with `PublishError::Closed`, requests with `RequestError::Closed`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, RwLock, RwLockReadGuard, Weak};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use serde::Deserialize;
 use telamon_sdk::bus::{
-    BoxFuture, DropGuard, Publish, RequestSender, SubscriptionSender, TryDeliver,
+    BoxFuture, DropGuard, PatternIndex, Publish, RequestSender, SubscriptionSender, TryDeliver,
 };
 use telamon_sdk::{
     Delivery, FullPolicy, Headers, Incoming, Pattern, PublishError, Request, RequestError,
@@ -59,42 +58,40 @@ impl Default for InMemoryConfig {
     }
 }
 
-/// One registration: a pattern and where matching traffic goes.
-struct Entry<T> {
-    id: u64,
-    pattern: Pattern,
-    target: T,
-}
-
-/// A subscription's registration.
-type SubEntry<M> = Entry<SubscriptionSender<M>>;
-
-/// A copy-on-write list of registrations: the publish path reads it without a
-/// lock; subscribe and unsubscribe replace it.
-struct Table<T>(ArcSwap<Vec<Arc<Entry<T>>>>);
+/// Registrations by pattern ([`PatternIndex`]): a publish reads it under a
+/// shared lock, finding the matching registrations without looking at the
+/// others; subscribe and unsubscribe change one slot of it under the
+/// exclusive lock (O(pattern words), nothing copied).
+struct Table<T>(RwLock<PatternIndex<T>>);
 
 impl<T> Table<T> {
     fn new() -> Self {
-        Table(ArcSwap::from_pointee(Vec::new()))
+        Table(RwLock::new(PatternIndex::new()))
     }
 
-    fn insert(&self, entry: Arc<Entry<T>>) {
-        self.0.rcu(|entries| {
-            let mut v = Vec::with_capacity(entries.len() + 1);
-            v.extend(entries.iter().cloned());
-            v.push(entry.clone());
-            v
-        });
+    fn read(&self) -> RwLockReadGuard<'_, PatternIndex<T>> {
+        // Nothing panics while holding the lock; a poisoned one is still whole.
+        self.0.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn remove(&self, id: u64) {
-        self.0.rcu(|entries| {
-            entries
-                .iter()
-                .filter(|e| e.id != id)
-                .cloned()
-                .collect::<Vec<_>>()
-        });
+    fn insert(&self, id: u64, pattern: &Pattern, target: T) {
+        let mut index = self.0.write().unwrap_or_else(|e| e.into_inner());
+        index.insert(id, pattern, target);
+    }
+
+    /// Drops every registration (outside the lock).
+    fn clear(&self) {
+        let all = std::mem::take(&mut *self.0.write().unwrap_or_else(|e| e.into_inner()));
+        drop(all);
+    }
+
+    fn remove(&self, id: u64, pattern: &Pattern) {
+        let removed = {
+            let mut index = self.0.write().unwrap_or_else(|e| e.into_inner());
+            index.remove(id, pattern)
+        };
+        // The sender is dropped outside the lock (it may wake the receiver).
+        drop(removed);
     }
 }
 
@@ -155,15 +152,11 @@ impl<M: Send + Sync + 'static> InMemoryBus<M> {
             })
         } else {
             let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-            table(&self.shared).insert(Arc::new(Entry {
-                id,
-                pattern,
-                target,
-            }));
+            table(&self.shared).insert(id, &pattern, target);
             let weak: Weak<Shared<M>> = Arc::downgrade(&self.shared);
             Ok(DropGuard::new(move || {
                 if let Some(shared) = weak.upgrade() {
-                    table(&shared).remove(id);
+                    table(&shared).remove(id, &pattern);
                 }
             }))
         };
@@ -182,11 +175,11 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
                 bus: self.shared.id.clone(),
             }));
         }
-        let subs = self.shared.subs.0.load();
+        let subs = self.shared.subs.read();
         let mut delivered = 0u64;
         let mut dropped = 0u64;
-        let mut waiting: Vec<(Arc<SubEntry<M>>, Delivery<M>)> = Vec::new();
-        let mut offer = |s: &Arc<SubEntry<M>>, d: Delivery<M>| match s.target.try_deliver(d) {
+        let mut waiting: Vec<(SubscriptionSender<M>, Delivery<M>)> = Vec::new();
+        let mut offer = |s: &SubscriptionSender<M>, d: Delivery<M>| match s.try_deliver(d) {
             TryDeliver::Delivered => delivered += 1,
             TryDeliver::DeliveredDroppingOldest => {
                 delivered += 1;
@@ -197,15 +190,15 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
         };
         // Every match but the last gets clones; the last gets the originals, so
         // a single subscriber costs no reference-count traffic at all here.
-        let mut previous: Option<&Arc<SubEntry<M>>> = None;
-        for s in subs.iter().filter(|s| s.pattern.matches(topic.as_str())) {
+        let mut previous: Option<&SubscriptionSender<M>> = None;
+        subs.for_each_match(topic.as_str(), |_, s| {
             if let Some(p) = previous.replace(s) {
                 offer(
                     p,
                     Delivery::new(topic.clone(), message.clone()).with_headers(headers.clone()),
                 );
             }
-        }
+        });
         let metrics_topic = if self.shared.metrics.enabled() {
             Some(topic.clone())
         } else {
@@ -224,7 +217,7 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
         let metrics = self.shared.metrics.clone();
         Publish::pending(async move {
             for (s, d) in waiting {
-                if s.target.deliver(d).await.is_ok() {
+                if s.deliver(d).await.is_ok() {
                     delivered += 1;
                 }
             }
@@ -263,10 +256,8 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
         let handler = self
             .shared
             .handlers
-            .0
-            .load()
-            .iter()
-            .find(|h| !h.target.is_closed() && h.pattern.matches(topic.as_str()))
+            .read()
+            .first_match(topic.as_str(), |h| !h.is_closed())
             .cloned();
         Box::pin(async move {
             if closed {
@@ -282,7 +273,6 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
             let (responder, reply) = Responder::channel();
             let exchange = async {
                 if handler
-                    .target
                     .send(Incoming::new(
                         Request::new(topic.clone(), message, headers),
                         responder,
@@ -325,8 +315,8 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
 
     fn stats(&self) -> BusStats {
         BusStats {
-            subscriptions: self.shared.subs.0.load().len(),
-            handlers: self.shared.handlers.0.load().len(),
+            subscriptions: self.shared.subs.read().len(),
+            handlers: self.shared.handlers.read().len(),
             connected: !self.closed(),
             reconnects: 0,
             malformed: 0,
@@ -336,8 +326,8 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
 
     fn shutdown(&self, _deadline: Duration) -> BoxFuture<'_, usize> {
         self.shared.closed.store(true, Ordering::Release);
-        self.shared.subs.0.store(Arc::new(Vec::new()));
-        self.shared.handlers.0.store(Arc::new(Vec::new()));
+        self.shared.subs.clear();
+        self.shared.handlers.clear();
         Box::pin(async { 0 })
     }
 }

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
@@ -80,6 +80,8 @@ pub struct Metrics {
     topics: RwLock<HashMap<Topic, Arc<TopicCounters>>>,
     requests: RwLock<HashMap<Topic, Arc<RequestStats>>>,
     subscriptions: Mutex<Vec<(Pattern, Weak<QueueCounters>)>>,
+    /// Length of `subscriptions` after its last sweep.
+    swept_at: AtomicUsize,
     buses: Mutex<Vec<(String, Arc<BusHealth>)>>,
     unrouted: AtomicU64,
     instruments: std::sync::OnceLock<Arc<Instruments>>,
@@ -163,7 +165,12 @@ impl Metrics {
     pub fn track_subscription(&self, pattern: &Pattern, counters: &Arc<QueueCounters>) {
         if self.enabled {
             let mut subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
-            subs.retain(|(_, w)| w.strong_count() > 0);
+            // Ended subscriptions are swept when the list has doubled since the
+            // last sweep: amortised O(1) per subscription, not a scan each.
+            if subs.len() >= 2 * self.swept_at.load(Ordering::Relaxed).max(16) {
+                subs.retain(|(_, w)| w.strong_count() > 0);
+                self.swept_at.store(subs.len(), Ordering::Relaxed);
+            }
             subs.push((pattern.clone(), Arc::downgrade(counters)));
         }
     }
@@ -264,7 +271,7 @@ impl Metrics {
             }
         }
         drop(buses);
-        let mut lag: Vec<(String, u64)> = Vec::new();
+        let mut lag: std::collections::BTreeMap<String, u64> = Default::default();
         for (p, w) in self
             .subscriptions
             .lock()
@@ -272,13 +279,9 @@ impl Metrics {
             .iter()
         {
             if let Some(c) = w.upgrade() {
-                match lag.iter_mut().find(|(n, _)| n == p.as_str()) {
-                    Some(e) => e.1 += c.lagged(),
-                    None => lag.push((p.as_str().to_owned(), c.lagged())),
-                }
+                *lag.entry(p.as_str().to_owned()).or_default() += c.lagged();
             }
         }
-        lag.sort();
         let _ = writeln!(
             out,
             "# HELP telamon_lagged Messages live drop-oldest subscriptions missed, by pattern.\n# TYPE telamon_lagged gauge"

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use telamon_sdk::bus::{BoxFuture, MessageBus, Publish, queue, request_queue};
+use telamon_sdk::bus::{BoxFuture, MessageBus, PatternIndex, Publish, queue, request_queue};
 use telamon_sdk::{
     HandleOptions, Headers, Pattern, PublishError, RequestError, RequestQueue, SubscribeError,
     SubscribeOptions, Subscription, Topic,
@@ -37,6 +37,8 @@ struct Route<M> {
 /// Routes topics to buses; what every module [`Context`](telamon_sdk::Context) talks to.
 pub struct Router<M> {
     routes: Vec<Route<M>>,
+    /// Route positions by pattern: the first route is the smallest position.
+    index: PatternIndex<usize>,
     request_timeout: Duration,
     unrouted: Unrouted,
     metrics: Arc<Metrics>,
@@ -70,11 +72,17 @@ impl<M: Send + Sync + 'static> Router<M> {
         unrouted: Unrouted,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let routes: Vec<Route<M>> = routes
+            .into_iter()
+            .map(|(pattern, buses)| Route { pattern, buses })
+            .collect();
+        let mut index = PatternIndex::new();
+        for (at, r) in routes.iter().enumerate() {
+            index.insert(at as u64, &r.pattern, at);
+        }
         Router {
-            routes: routes
-                .into_iter()
-                .map(|(pattern, buses)| Route { pattern, buses })
-                .collect(),
+            routes,
+            index,
             request_timeout,
             unrouted,
             metrics,
@@ -82,16 +90,16 @@ impl<M: Send + Sync + 'static> Router<M> {
     }
 
     fn route_for(&self, topic: &Topic) -> Option<&Route<M>> {
-        self.routes
-            .iter()
-            .find(|r| r.pattern.matches(topic.as_str()))
+        self.index
+            .first_match(topic.as_str(), |_| true)
+            .map(|at| &self.routes[*at])
     }
 
     /// Every bus that can carry a topic matching `pattern`, each once, in route order.
     fn buses_for(&self, pattern: &Pattern) -> Vec<Arc<dyn Bus<M>>> {
         let mut out: Vec<Arc<dyn Bus<M>>> = Vec::new();
-        for route in self.routes.iter().filter(|r| r.pattern.overlaps(pattern)) {
-            for bus in &route.buses {
+        for (_, at) in self.index.overlapping(pattern) {
+            for bus in &self.routes[*at].buses {
                 if !out.iter().any(|b| Arc::ptr_eq(b, bus)) {
                     out.push(bus.clone());
                 }

@@ -280,3 +280,111 @@ async fn subscriptions_end_after_stop_and_reader_loops_finish() {
         Err(PublishError::Closed { .. })
     ));
 }
+
+#[tokio::test]
+async fn thousands_of_entity_subscriptions_each_get_only_their_own_topics() {
+    let process = start(ONE_BUS).await;
+    let ctx = process.context("test");
+    const N: usize = 3_000;
+    let mut exact = Vec::new();
+    let mut per_order = Vec::new();
+    for i in 0..N {
+        exact.push(ctx.subscribe(format!("balance.{i}")).await.unwrap());
+        per_order.push(ctx.subscribe(format!("orders.{i}.#")).await.unwrap());
+    }
+    let mut every_payment = ctx.subscribe("orders.*.paid").await.unwrap();
+    assert_eq!(process.bus_stats()[0].1.subscriptions, 2 * N + 1);
+    for i in (0..N).step_by(7) {
+        ctx.publish(format!("balance.{i}"), json!(i)).await.unwrap();
+        ctx.publish(format!("orders.{i}.paid"), json!(i))
+            .await
+            .unwrap();
+        ctx.publish(format!("orders.{i}.lines.add"), json!(i))
+            .await
+            .unwrap();
+    }
+    for i in 0..N {
+        if i % 7 == 0 {
+            assert_eq!(**within(exact[i].recv()).await.unwrap().message(), json!(i));
+            let paid = within(per_order[i].recv()).await.unwrap();
+            assert_eq!(paid.topic().as_str(), format!("orders.{i}.paid"));
+            let line = within(per_order[i].recv()).await.unwrap();
+            assert_eq!(line.topic().as_str(), format!("orders.{i}.lines.add"));
+            let any = within(every_payment.recv()).await.unwrap();
+            assert_eq!(any.topic().as_str(), format!("orders.{i}.paid"));
+        }
+        assert!(
+            exact[i].try_recv().is_none(),
+            "balance.{i} got another's message"
+        );
+        assert!(
+            per_order[i].try_recv().is_none(),
+            "orders.{i}.# got another's message"
+        );
+    }
+    assert!(every_payment.try_recv().is_none());
+    // Unsubscribing half leaves the other half working, and counted.
+    let kept: Vec<_> = exact.drain(..).skip(N / 2).collect();
+    drop(per_order);
+    assert_eq!(process.bus_stats()[0].1.subscriptions, N - N / 2 + 1);
+    let mut last = kept.into_iter().last().unwrap();
+    ctx.publish(format!("balance.{}", N - 1), json!("last"))
+        .await
+        .unwrap();
+    assert_eq!(
+        **within(last.recv()).await.unwrap().message(),
+        json!("last")
+    );
+    process.stop().await;
+}
+
+#[tokio::test]
+async fn a_publisher_waiting_on_a_full_queue_is_released_when_the_subscriber_goes() {
+    let process = start(ONE_BUS).await;
+    let ctx = process.context("test");
+    let sub = ctx
+        .subscribe_with(
+            "full",
+            SubscribeOptions::new().capacity(1).policy(FullPolicy::Wait),
+        )
+        .await
+        .unwrap();
+    ctx.publish("full", json!(1)).await.unwrap();
+    let publisher = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move { ctx.publish("full", json!(2)).await })
+    };
+    // The second publish waits for room: it has not finished.
+    tokio::task::yield_now().await;
+    assert!(!publisher.is_finished());
+    drop(sub);
+    within(publisher).await.unwrap().unwrap();
+    process.stop().await;
+}
+
+#[tokio::test]
+async fn a_small_wait_queue_passes_a_long_stream_in_order() {
+    let process = start(ONE_BUS).await;
+    let ctx = process.context("test");
+    let mut sub = ctx
+        .subscribe_with(
+            "stream",
+            SubscribeOptions::new().capacity(3).policy(FullPolicy::Wait),
+        )
+        .await
+        .unwrap();
+    let publisher = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            for n in 0..5_000 {
+                ctx.publish("stream", json!(n)).await.unwrap();
+            }
+        })
+    };
+    for n in 0..5_000 {
+        assert_eq!(**within(sub.recv()).await.unwrap().message(), json!(n));
+    }
+    within(publisher).await.unwrap();
+    assert!(sub.try_recv().is_none());
+    process.stop().await;
+}

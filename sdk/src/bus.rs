@@ -14,6 +14,7 @@ use std::time::Duration;
 pub use crate::drop_guard::DropGuard;
 pub use crate::instrument::{InstrumentKind, Instruments, Series};
 pub use crate::lifecycle::Lifecycle;
+pub use crate::pattern_index::PatternIndex;
 pub use crate::publish::Publish;
 pub use crate::request::{RequestSender, request_queue};
 pub use crate::subscription::{QueueCounters, SubscriptionSender, TryDeliver, queue};

@@ -19,15 +19,15 @@
 //!   queue; [`Subscription::recv`] drains what is queued, then returns `None`
 //!   for good (it never spins).
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::{broadcast, mpsc};
-
 use crate::delivery::Delivery;
 use crate::drop_guard::DropGuard;
 use crate::pattern::Pattern;
+use crate::subscriber_queue::{Pushed, SubscriberQueue};
 
 /// What a bus does when a subscriber's queue is full; in config `"wait"` or
 /// `"drop-oldest"`.
@@ -90,7 +90,7 @@ impl SubscribeOptions {
 /// Counters shared by both ends of a subscription queue.
 #[derive(Debug, Default)]
 pub struct QueueCounters {
-    lagged: AtomicU64,
+    pub(crate) lagged: AtomicU64,
 }
 
 impl QueueCounters {
@@ -113,27 +113,25 @@ pub enum TryDeliver<M> {
     Closed,
 }
 
-enum SenderKind<M> {
-    Wait(mpsc::Sender<Delivery<M>>),
-    DropOldest(broadcast::Sender<Delivery<M>>, usize),
-}
-
 /// The bus side of a subscription queue. Cloned into every bus the subscription listens on.
 pub struct SubscriptionSender<M> {
-    kind: SenderKind<M>,
+    queue: Arc<SubscriberQueue<M>>,
     counters: Arc<QueueCounters>,
 }
 
 impl<M> Clone for SubscriptionSender<M> {
     fn clone(&self) -> Self {
-        let kind = match &self.kind {
-            SenderKind::Wait(s) => SenderKind::Wait(s.clone()),
-            SenderKind::DropOldest(s, cap) => SenderKind::DropOldest(s.clone(), *cap),
-        };
+        self.queue.add_sender();
         SubscriptionSender {
-            kind,
+            queue: self.queue.clone(),
             counters: self.counters.clone(),
         }
+    }
+}
+
+impl<M> Drop for SubscriptionSender<M> {
+    fn drop(&mut self) {
+        self.queue.remove_sender();
     }
 }
 
@@ -149,20 +147,11 @@ impl<M: Send + Sync + 'static> SubscriptionSender<M> {
     /// Offers a message without waiting.
     #[inline]
     pub fn try_deliver(&self, delivery: Delivery<M>) -> TryDeliver<M> {
-        match &self.kind {
-            SenderKind::Wait(tx) => match tx.try_send(delivery) {
-                Ok(()) => TryDeliver::Delivered,
-                Err(mpsc::error::TrySendError::Full(d)) => TryDeliver::Full(d),
-                Err(mpsc::error::TrySendError::Closed(_)) => TryDeliver::Closed,
-            },
-            SenderKind::DropOldest(tx, cap) => {
-                let full = tx.len() >= *cap;
-                match tx.send(delivery) {
-                    Ok(_) if full => TryDeliver::DeliveredDroppingOldest,
-                    Ok(_) => TryDeliver::Delivered,
-                    Err(_) => TryDeliver::Closed,
-                }
-            }
+        match self.queue.try_push(delivery) {
+            Pushed::Queued => TryDeliver::Delivered,
+            Pushed::QueuedDroppingOldest => TryDeliver::DeliveredDroppingOldest,
+            Pushed::Full(d) => TryDeliver::Full(d),
+            Pushed::Closed => TryDeliver::Closed,
         }
     }
 
@@ -172,28 +161,12 @@ impl<M: Send + Sync + 'static> SubscriptionSender<M> {
     /// just one slot: the publisher then refills it in a burst instead of being
     /// woken once per message the subscriber takes.
     pub async fn deliver(&self, delivery: Delivery<M>) -> Result<(), ()> {
-        match &self.kind {
-            SenderKind::Wait(tx) => {
-                let room = (tx.max_capacity() / 2).max(1);
-                let mut permits = tx.reserve_many(room).await.map_err(|_| ())?;
-                match permits.next() {
-                    Some(permit) => {
-                        permit.send(delivery);
-                        Ok(())
-                    }
-                    None => Err(()),
-                }
-            }
-            SenderKind::DropOldest(tx, _) => tx.send(delivery).map(|_| ()).map_err(|_| ()),
-        }
+        self.queue.push(delivery).await
     }
 
     /// True once the subscriber dropped its [`Subscription`].
     pub fn is_closed(&self) -> bool {
-        match &self.kind {
-            SenderKind::Wait(tx) => tx.is_closed(),
-            SenderKind::DropOldest(tx, _) => tx.receiver_count() == 0,
-        }
+        self.queue.receiver_gone()
     }
 
     /// The counters of this queue.
@@ -202,23 +175,22 @@ impl<M: Send + Sync + 'static> SubscriptionSender<M> {
     }
 }
 
-/// How many queued messages a `Wait` subscription takes from its queue at once.
-const RECV_BATCH: usize = 64;
-
-enum ReceiverKind<M> {
-    /// The queue, and messages already taken from it in one batch (newest first).
-    Wait(mpsc::Receiver<Delivery<M>>, Vec<Delivery<M>>),
-    DropOldest(broadcast::Receiver<Delivery<M>>),
-}
-
 /// A subscriber's end: read messages with [`recv`](Subscription::recv).
 ///
 /// Dropping it unsubscribes from every bus at once.
 pub struct Subscription<M> {
     pattern: Pattern,
-    rx: ReceiverKind<M>,
+    queue: Arc<SubscriberQueue<M>>,
+    /// Messages already taken from the queue in one batch.
+    taken: VecDeque<Delivery<M>>,
     counters: Arc<QueueCounters>,
     guards: Vec<DropGuard>,
+}
+
+impl<M> Drop for Subscription<M> {
+    fn drop(&mut self) {
+        self.queue.close_receiver();
+    }
 }
 
 impl<M> fmt::Debug for Subscription<M> {
@@ -237,31 +209,20 @@ pub fn queue<M: Send + Sync + 'static>(
     policy: FullPolicy,
 ) -> (SubscriptionSender<M>, Subscription<M>) {
     let counters = Arc::new(QueueCounters::default());
-    let (kind, rx) = match policy {
-        FullPolicy::Wait => {
-            let (tx, rx) = mpsc::channel(capacity.max(1));
-            (
-                SenderKind::Wait(tx),
-                ReceiverKind::Wait(rx, Vec::with_capacity(RECV_BATCH)),
-            )
-        }
-        FullPolicy::DropOldest => {
-            let cap = capacity.max(1).next_power_of_two();
-            let (tx, rx) = broadcast::channel(cap);
-            (
-                SenderKind::DropOldest(tx, cap),
-                ReceiverKind::DropOldest(rx),
-            )
-        }
+    let capacity = match policy {
+        FullPolicy::Wait => capacity.max(1),
+        FullPolicy::DropOldest => capacity.max(1).next_power_of_two(),
     };
+    let queue = Arc::new(SubscriberQueue::new(capacity, policy, counters.clone()));
     (
         SubscriptionSender {
-            kind,
+            queue: queue.clone(),
             counters: counters.clone(),
         },
         Subscription {
             pattern,
-            rx,
+            queue,
+            taken: VecDeque::new(),
             counters,
             guards: Vec::new(),
         },
@@ -271,48 +232,28 @@ pub fn queue<M: Send + Sync + 'static>(
 impl<M: Send + Sync + 'static> Subscription<M> {
     /// The next message; `None` once every bus has closed this subscription.
     pub async fn recv(&mut self) -> Option<Delivery<M>> {
-        match &mut self.rx {
-            ReceiverKind::Wait(rx, taken) => {
-                if taken.is_empty() {
-                    // One wake-up for up to RECV_BATCH messages.
-                    if rx.recv_many(taken, RECV_BATCH).await == 0 {
-                        return None;
-                    }
-                    taken.reverse();
-                }
-                taken.pop()
-            }
-            ReceiverKind::DropOldest(rx) => loop {
-                match rx.recv().await {
-                    Ok(d) => return Some(d),
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        self.counters.lagged.fetch_add(n, Ordering::Relaxed);
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            },
+        if self.taken.is_empty() && !self.queue.take(&mut self.taken).await {
+            return None;
         }
+        self.taken.pop_front()
     }
 
     /// The next message if one is queued, without waiting.
     pub fn try_recv(&mut self) -> Option<Delivery<M>> {
-        match &mut self.rx {
-            ReceiverKind::Wait(rx, taken) => taken.pop().or_else(|| rx.try_recv().ok()),
-            ReceiverKind::DropOldest(rx) => loop {
-                match rx.try_recv() {
-                    Ok(d) => return Some(d),
-                    Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                        self.counters.lagged.fetch_add(n, Ordering::Relaxed);
-                    }
-                    Err(_) => return None,
-                }
-            },
+        if self.taken.is_empty() {
+            self.queue.try_take(&mut self.taken);
         }
+        self.taken.pop_front()
+    }
+
+    /// The capacity of this subscription's queue.
+    pub fn capacity(&self) -> usize {
+        self.queue.capacity()
     }
 
     /// How many messages were dropped from this queue (only under `DropOldest`).
     ///
-    /// Counted when the subscriber reads past the gap, so it is exact after a `recv`.
+    /// Counted the moment a message is dropped.
     pub fn lagged(&self) -> u64 {
         self.counters.lagged()
     }

@@ -1,6 +1,7 @@
 //! Topic patterns follow AMQP topic-exchange semantics exactly.
 
 use proptest::prelude::*;
+use telamon_sdk::bus::PatternIndex;
 use telamon_sdk::{Pattern, Topic};
 
 /// The simplest possible matcher, straight from the AMQP rules, as the reference.
@@ -126,4 +127,76 @@ fn many_hashes_do_not_take_exponential_time() {
     let hit = format!("{topic}.b.c.d.e.f.x");
     assert!(p.matches(&hit));
     assert!(Pattern::new("#.#").unwrap().matches("anything.at.all"));
+}
+
+fn index_patterns() -> impl Strategy<Value = Vec<Vec<&'static str>>> {
+    prop::collection::vec(pattern_words(), 0..12)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// The index finds exactly the registrations the reference matcher
+    /// accepts, each once — also after some are removed again.
+    #[test]
+    fn the_index_matches_like_the_reference(
+        patterns in index_patterns(),
+        removed in prop::collection::vec(any::<bool>(), 12),
+        t in topic_words(),
+    ) {
+        let mut index = PatternIndex::new();
+        for (id, p) in patterns.iter().enumerate() {
+            index.insert(id as u64, &Pattern::new(p.join(".")).unwrap(), id);
+        }
+        for (id, p) in patterns.iter().enumerate() {
+            if removed[id] {
+                prop_assert_eq!(index.remove(id as u64, &Pattern::new(p.join(".")).unwrap()), Some(id));
+            }
+        }
+        let expected: Vec<usize> = patterns
+            .iter()
+            .enumerate()
+            .filter(|(id, p)| !removed[*id] && reference(p, &t))
+            .map(|(id, _)| id)
+            .collect();
+        let found: Vec<usize> = index.matching(&t.join(".")).into_iter().map(|(_, v)| *v).collect();
+        prop_assert_eq!(&found, &expected, "patterns {:?} topic {:?}", patterns, t);
+        let first = index.first_match(&t.join("."), |_| true).copied();
+        prop_assert_eq!(first, expected.first().copied());
+        prop_assert_eq!(index.len(), patterns.len() - removed[..patterns.len()].iter().filter(|r| **r).count());
+    }
+
+    /// Overlap through the index agrees with overlap pattern by pattern.
+    #[test]
+    fn the_index_overlaps_like_the_patterns(
+        patterns in prop::collection::vec(short_pattern_words(), 0..10),
+        query in short_pattern_words(),
+    ) {
+        let mut index = PatternIndex::new();
+        for (id, p) in patterns.iter().enumerate() {
+            index.insert(id as u64, &Pattern::new(p.join(".")).unwrap(), id);
+        }
+        let q = Pattern::new(query.join(".")).unwrap();
+        let expected: Vec<usize> = patterns
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| Pattern::new(p.join(".")).unwrap().overlaps(&q))
+            .map(|(id, _)| id)
+            .collect();
+        let found: Vec<usize> = index.overlapping(&q).into_iter().map(|(_, v)| *v).collect();
+        prop_assert_eq!(found, expected, "patterns {:?} query {:?}", patterns, query);
+    }
+}
+
+#[test]
+fn long_topics_and_many_hashes_stay_correct_in_the_index() {
+    let mut index = PatternIndex::new();
+    let p = Pattern::new("#.#.a.#.b.#.c.#.d.#.e.#.f.#.x").unwrap();
+    index.insert(1, &p, ());
+    index.insert(2, &Pattern::new("#").unwrap(), ());
+    let topic = vec!["a"; 100].join(".");
+    assert_eq!(index.matching(&topic).len(), 1);
+    let hit = format!("{topic}.b.c.d.e.f.x");
+    let ids: Vec<u64> = index.matching(&hit).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, [1, 2]);
 }

@@ -34,3 +34,19 @@ pub(crate) async fn delete_queues(prefix: &str) -> anyhow::Result<usize> {
     let _ = conn.close(200, "clean".into()).await;
     Ok(names.len())
 }
+
+/// How many queues the broker holds now (`rabbitmqctl list_queues`).
+pub(crate) fn queue_count() -> anyhow::Result<u64> {
+    let out = Command::new("rabbitmqctl")
+        .args(["list_queues", "-q", "--no-table-headers", "name"])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "rabbitmqctl list_queues failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count() as u64)
+}

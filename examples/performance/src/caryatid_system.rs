@@ -89,6 +89,18 @@ pub(crate) async fn fan_out(
         SYSTEM
     };
     let (running, ctx) = start(queue).await?;
+    let m = fan_out_on(&ctx, scenario, system, patterns, n).await?;
+    running.stop().await?;
+    Ok(m)
+}
+
+async fn fan_out_on(
+    ctx: &Arc<Context<BenchMsg>>,
+    scenario: &'static str,
+    system: &'static str,
+    patterns: &[&str],
+    n: u64,
+) -> anyhow::Result<Measurement> {
     let mut receivers = Vec::new();
     for p in patterns {
         let mut sub = ctx.subscribe(p).await?;
@@ -107,9 +119,53 @@ pub(crate) async fn fan_out(
     for i in 0..n {
         ctx.publish("perf.test", Arc::new(BenchMsg::new(i))).await?;
     }
-    let m = gathered(scenario, system, started, n, receivers).await?;
+    gathered(scenario, system, started, n, receivers).await
+}
+
+/// `inproc-many-subs-N` through Caryatid (its default queue depth): `idle`
+/// subscriptions on `other.<i>.x`, then one publisher and one subscriber on
+/// `perf.test`.
+pub(crate) async fn many_subs(
+    scenario: &'static str,
+    idle: u64,
+    n: u64,
+) -> anyhow::Result<Measurement> {
+    let (running, ctx) = start(None).await?;
+    let started = Instant::now();
+    let mut subs = Vec::with_capacity(idle as usize);
+    for i in 0..idle {
+        subs.push(ctx.subscribe(&format!("other.{i}.x")).await?);
+    }
+    let created = started.elapsed();
+    let mut m = fan_out_on(&ctx, scenario, SYSTEM, &["perf.test"], n).await?;
+    m.idle_subs = Some(crate::measurement::IdleSubs {
+        n: idle,
+        created_ms: created.as_secs_f64() * 1000.0,
+        bytes_each: if idle > 0 {
+            Some(crate::bytes_per_subscription(SYSTEM, idle)?)
+        } else {
+            None
+        },
+        broker_queues: None,
+    });
+    drop(subs);
     running.stop().await?;
     Ok(m)
+}
+
+/// In a fresh process: the resident memory `n` idle Caryatid
+/// subscriptions add, per subscription.
+pub(crate) async fn idle_subscriptions_memory(n: u64) -> anyhow::Result<f64> {
+    let (running, ctx) = start(None).await?;
+    let before = crate::measurement::rss_bytes();
+    let mut subs = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        subs.push(ctx.subscribe(&format!("other.{i}.x")).await?);
+    }
+    let after = crate::measurement::rss_bytes();
+    drop(subs);
+    running.stop().await?;
+    Ok((after - before) / n.max(1) as f64)
 }
 
 pub(crate) async fn request(n: u64, in_flight: usize) -> anyhow::Result<Measurement> {

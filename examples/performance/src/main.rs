@@ -27,7 +27,7 @@ mod telamon_system;
 
 use measurement::Measurement;
 
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 15] = [
     "inproc-1to1",
     "inproc-fanout4",
     "inproc-request",
@@ -37,7 +37,20 @@ const SCENARIOS: [&str; 9] = [
     "axon-command",
     "axon-append",
     "axon-track",
+    "inproc-many-subs-0",
+    "inproc-many-subs-100",
+    "inproc-many-subs-10000",
+    "inproc-many-subs-100000",
+    "rabbit-many-subs-0",
+    "rabbit-many-subs-1000",
 ];
+/// Messages in `inproc-many-subs-N` (through Caryatid: half).
+const MANY_SUBS_MESSAGES: u64 = 200_000;
+/// Messages in `rabbit-many-subs-N`.
+const RABBIT_MANY_SUBS_MESSAGES: u64 = 20_000;
+/// Caryatid runs `inproc-many-subs-N` up to this N (beyond, making the
+/// subscriptions alone takes it past a minute).
+const CARYATID_MANY_SUBS_MAX: u64 = 10_000;
 /// Events per append in `axon-append`.
 const AXON_BATCH: u64 = 100;
 /// Telamon's default queue depth; the baseline uses the same.
@@ -79,6 +92,10 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--idle-child") {
         return idle_child(args.get(2).map(String::as_str).unwrap_or(""));
+    }
+    if args.get(1).map(String::as_str) == Some("--subs-child") {
+        let n = args.get(3).map_or(Ok(0), |n| n.parse())?;
+        return subs_child(args.get(2).map(String::as_str).unwrap_or(""), n);
     }
     let o = options()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -169,6 +186,37 @@ async fn scenario(name: &str, scale: u64) -> anyhow::Result<Vec<Measurement>> {
             server.stop().await?;
             v
         }
+        many if many.starts_with("inproc-many-subs-") || many.starts_with("rabbit-many-subs-") => {
+            let scenario = SCENARIOS
+                .iter()
+                .copied()
+                .find(|s| *s == many)
+                .ok_or_else(|| anyhow::anyhow!("unknown scenario {many}"))?;
+            let idle: u64 = many.rsplit('-').next().unwrap_or("0").parse()?;
+            if many.starts_with("rabbit-") {
+                vec![
+                    telamon_system::many_subs(
+                        scenario,
+                        idle,
+                        RABBIT_MANY_SUBS_MESSAGES / scale,
+                        true,
+                    )
+                    .await?,
+                ]
+            } else {
+                let mut v = vec![
+                    telamon_system::many_subs(scenario, idle, MANY_SUBS_MESSAGES / scale, false)
+                        .await?,
+                ];
+                if idle <= CARYATID_MANY_SUBS_MAX {
+                    v.push(
+                        caryatid_system::many_subs(scenario, idle, MANY_SUBS_MESSAGES / 2 / scale)
+                            .await?,
+                    );
+                }
+                v
+            }
+        }
         "idle-rss" => {
             let mut v = Vec::new();
             for system in ["telamon", "baseline", "caryatid"] {
@@ -201,6 +249,37 @@ fn idle_rss(system: &'static str) -> anyhow::Result<Measurement> {
         first_tenth_per_s: None,
         last_tenth_per_s: None,
         count: None,
+        idle_subs: None,
+    })
+}
+
+/// Starts this binary again with `--subs-child SYSTEM N`: the bytes of
+/// resident memory each of `n` idle subscriptions adds to a fresh process
+/// (in this process, memory freed by earlier scenarios would hide it).
+pub(crate) fn bytes_per_subscription(system: &str, n: u64) -> anyhow::Result<f64> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(["--subs-child", system, &n.to_string()])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "subscription child for {system} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+}
+
+fn subs_child(system: &str, n: u64) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let bytes = match system {
+            "telamon" => telamon_system::idle_subscriptions_memory(n).await?,
+            "caryatid" => caryatid_system::idle_subscriptions_memory(n).await?,
+            other => anyhow::bail!("unknown system {other}"),
+        };
+        println!("{bytes}");
+        Ok(())
     })
 }
 
@@ -227,8 +306,19 @@ fn report(m: &Measurement, json: bool) {
         return;
     }
     let f = |v: Option<f64>| v.map_or("-".to_owned(), |x| format!("{x:.1}"));
+    let idle = m.idle_subs.map_or(String::new(), |i| {
+        format!(
+            "  {} idle subscriptions made in {:.0} ms{}{}",
+            i.n,
+            i.created_ms,
+            i.bytes_each
+                .map_or(String::new(), |b| format!(", {b:.0} bytes each")),
+            i.broker_queues
+                .map_or(String::new(), |q| format!(", {q} broker queues")),
+        )
+    });
     println!(
-        "{:<16} {:<14} {:>10} msg/s  p50 {:>8} us  p99 {:>8} us  rss {:>6} MB{}",
+        "{:<16} {:<14} {:>10} msg/s  p50 {:>8} us  p99 {:>8} us  rss {:>6} MB{}{idle}",
         m.scenario,
         m.system,
         m.msgs_per_s.map_or("-".to_owned(), |x| format!("{x:.0}")),
@@ -240,6 +330,49 @@ fn report(m: &Measurement, json: bool) {
             _ => String::new(),
         }
     );
+}
+
+/// `inproc-many-subs-N` against its targets: the rate at 10 000 idle
+/// subscriptions against the rate at none, the time to make 100 000, and
+/// the memory each idle one takes.
+fn many_subs_summary(results: &[Measurement]) {
+    let find = |s: &str| {
+        results
+            .iter()
+            .find(|m| m.scenario == s && m.system == "telamon")
+    };
+    let rate = |s: &str| find(s).and_then(|m| m.msgs_per_s);
+    let verdict = |ok: bool| if ok { "ok" } else { "MISSED" };
+    if let (Some(at0), Some(at10k)) = (rate("inproc-many-subs-0"), rate("inproc-many-subs-10000")) {
+        let label = "inproc-many-subs 10000 idle / 0 idle (telamon)";
+        eprintln!(
+            "{label:<48} {:>7.2}x  (target >= 0.8x) {}",
+            at10k / at0,
+            verdict(at10k / at0 >= 0.8)
+        );
+    }
+    for m in results.iter().filter(|m| m.system == "telamon") {
+        let Some(i) = m.idle_subs else { continue };
+        if i.n == 100_000 {
+            let label = "inproc-many-subs 100000 created in";
+            eprintln!(
+                "{label:<48} {:>7.0} ms (target <= 1000 ms) {}",
+                i.created_ms,
+                verdict(i.created_ms <= 1000.0)
+            );
+        }
+        if let (Some(b), true) = (i.bytes_each, i.n >= 10_000) {
+            let label = format!("{} bytes per idle subscription", m.scenario);
+            eprintln!(
+                "{label:<48} {b:>7.0}    (target <= 1024) {}",
+                verdict(b <= 1024.0)
+            );
+        }
+        if let Some(q) = i.broker_queues {
+            let label = format!("{} broker queues for the process", m.scenario);
+            eprintln!("{label:<48} {q:>7}    (for information)");
+        }
+    }
 }
 
 /// Ratios within this run, against the targets, on stderr.
@@ -279,6 +412,7 @@ fn summary(results: &[Measurement]) {
             eprintln!("{label:<48} {:>7.2}x  (for information)", a / b);
         }
     }
+    many_subs_summary(results);
     for scenario in ["inproc-request", "rabbit-request"] {
         if let Some(Measurement {
             first_tenth_per_s: Some(first),

@@ -22,6 +22,20 @@ pub(crate) struct Measurement {
     pub(crate) last_tenth_per_s: Option<f64>,
     /// How many messages or requests the figure is over.
     pub(crate) count: Option<u64>,
+    /// `*-many-subs-N`: the idle subscriptions, how long making them took,
+    /// what each added to the resident set, and (RabbitMQ) how many queues
+    /// the broker held for the process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) idle_subs: Option<IdleSubs>,
+}
+
+/// What `N` idle subscriptions cost.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct IdleSubs {
+    pub(crate) n: u64,
+    pub(crate) created_ms: f64,
+    pub(crate) bytes_each: Option<f64>,
+    pub(crate) broker_queues: Option<u64>,
 }
 
 impl Measurement {
@@ -43,6 +57,7 @@ impl Measurement {
             first_tenth_per_s: None,
             last_tenth_per_s: None,
             count: Some(count),
+            idle_subs: None,
         }
     }
 }
@@ -62,6 +77,11 @@ pub(crate) fn percentiles(latencies_ns: &mut [u64]) -> (Option<f64>, Option<f64>
 
 /// Resident set size of this process, in MB (Linux; 0 elsewhere).
 pub(crate) fn rss_mb() -> f64 {
+    rss_bytes() / 1_000_000.0
+}
+
+/// Resident set size of this process, in bytes (Linux; 0 elsewhere).
+pub(crate) fn rss_bytes() -> f64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| {
@@ -69,7 +89,7 @@ pub(crate) fn rss_mb() -> f64 {
                 .nth(1)
                 .and_then(|p| p.parse::<f64>().ok())
         })
-        .map_or(0.0, |pages| pages * 4096.0 / 1_000_000.0)
+        .map_or(0.0, |pages| pages * 4096.0)
 }
 
 /// What one subscriber task saw: publish→receive latencies, and when the last arrived.

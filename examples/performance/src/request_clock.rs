@@ -91,6 +91,7 @@ impl RequestClock {
             first_tenth_per_s: first,
             last_tenth_per_s: last,
             count: Some(self.n),
+            idle_subs: None,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Instant;
 use telamon_process::{ConfigLoader, Process, RunningProcess};
 use telamon_sdk::{HandlerError, Topic};
 
-use crate::measurement::{Measurement, gathered};
+use crate::measurement::{IdleSubs, Measurement, gathered};
 use crate::message::{BenchMsg, now_ns};
 use crate::request_clock::RequestClock;
 
@@ -30,6 +30,18 @@ pub(crate) async fn fan_out(
 ) -> anyhow::Result<Measurement> {
     let process = start(queue).await?;
     let ctx = process.context("bench");
+    let m = fan_out_on(&ctx, scenario, patterns, n).await?;
+    process.stop().await;
+    Ok(m)
+}
+
+/// One publisher on `perf.test`, one subscriber per pattern, on a running process.
+async fn fan_out_on(
+    ctx: &telamon_sdk::Context<BenchMsg>,
+    scenario: &'static str,
+    patterns: &[&str],
+    n: u64,
+) -> anyhow::Result<Measurement> {
     let mut receivers = Vec::new();
     for p in patterns {
         let mut sub = ctx.subscribe(*p).await?;
@@ -49,9 +61,68 @@ pub(crate) async fn fan_out(
     for i in 0..n {
         ctx.publish(&topic, BenchMsg::new(i)).await?;
     }
-    let m = gathered(scenario, SYSTEM, started, n, receivers).await?;
+    gathered(scenario, SYSTEM, started, n, receivers).await
+}
+
+/// `inproc-many-subs-N` / `rabbit-many-subs-N`: `idle` subscriptions on
+/// distinct exact topics `other.<i>.x` that no message matches, then one
+/// publisher and one subscriber on `perf.test` beside them.
+pub(crate) async fn many_subs(
+    scenario: &'static str,
+    idle: u64,
+    n: u64,
+    rabbit: bool,
+) -> anyhow::Result<Measurement> {
+    let (process, queues_before) = if rabbit {
+        let before = crate::broker::queue_count()?;
+        (
+            start_rabbit(&crate::broker::unique("telamon-many"), "at-least-once").await?,
+            Some(before),
+        )
+    } else {
+        (start(1024).await?, None)
+    };
+    let ctx = process.context("bench");
+    let started = Instant::now();
+    let mut subs = Vec::with_capacity(idle as usize);
+    for i in 0..idle {
+        subs.push(ctx.subscribe(format!("other.{i}.x")).await?);
+    }
+    let created = started.elapsed();
+    let mut m = fan_out_on(&ctx, scenario, &["perf.test"], n).await?;
+    let broker_queues = match queues_before {
+        Some(before) => Some(crate::broker::queue_count()?.saturating_sub(before)),
+        None => None,
+    };
+    m.idle_subs = Some(IdleSubs {
+        n: idle,
+        created_ms: created.as_secs_f64() * 1000.0,
+        bytes_each: if idle > 0 && !rabbit {
+            Some(crate::bytes_per_subscription(SYSTEM, idle)?)
+        } else {
+            None
+        },
+        broker_queues,
+    });
+    drop(subs);
     process.stop().await;
     Ok(m)
+}
+
+/// In a fresh process: the resident memory `n` idle in-process
+/// subscriptions add, per subscription.
+pub(crate) async fn idle_subscriptions_memory(n: u64) -> anyhow::Result<f64> {
+    let process = start(1024).await?;
+    let ctx = process.context("bench");
+    let before = crate::measurement::rss_bytes();
+    let mut subs = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        subs.push(ctx.subscribe(format!("other.{i}.x")).await?);
+    }
+    let after = crate::measurement::rss_bytes();
+    drop(subs);
+    process.stop().await;
+    Ok((after - before) / n.max(1) as f64)
 }
 
 /// One requester keeping `in_flight` echo requests outstanding.

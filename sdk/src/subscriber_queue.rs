@@ -1,0 +1,220 @@
+//! The bounded queue between the buses and one subscriber.
+//!
+//! A `VecDeque` under a mutex, with two wake-ups: the subscriber's (rung when
+//! a message lands in an empty queue it waits on) and the publishers' (rung
+//! when a full queue is half empty again). Nothing is allocated until the
+//! first message arrives, so an idle subscription costs a few hundred bytes
+//! whatever its capacity; the buffer grows to what the traffic needs, up to
+//! the capacity, and is kept.
+//!
+//! # Under stress
+//!
+//! - **Full under `Wait`**: [`try_push`](SubscriberQueue::try_push) hands the
+//!   message back; [`push`](SubscriberQueue::push) waits until half the
+//!   capacity is free (one wake-up per burst, not per message taken).
+//! - **Full under `DropOldest`**: the oldest message is dropped and counted at
+//!   once, so the count is exact at any moment.
+//! - **Subscriber gone**: pushes fail at once, waiting publishers are woken and
+//!   fail too; what was queued is dropped.
+//! - **Every sender gone**: the subscriber drains what is queued, then sees the end.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use crate::delivery::Delivery;
+use crate::subscription::{FullPolicy, QueueCounters};
+
+/// How many queued messages the subscriber takes from the queue at once.
+pub(crate) const TAKE_BATCH: usize = 64;
+
+struct State<M> {
+    items: VecDeque<Delivery<M>>,
+    /// Live sender ends.
+    senders: usize,
+    /// The subscriber's end is alive.
+    receiver: bool,
+    /// The subscriber found the queue empty and waits.
+    reader_waiting: bool,
+    /// A publisher found the queue full and waits.
+    writer_waiting: bool,
+}
+
+pub(crate) struct SubscriberQueue<M> {
+    state: Mutex<State<M>>,
+    readable: Notify,
+    writable: Notify,
+    capacity: usize,
+    policy: FullPolicy,
+    counters: Arc<QueueCounters>,
+}
+
+/// Outcome of [`SubscriberQueue::try_push`].
+pub(crate) enum Pushed<M> {
+    Queued,
+    QueuedDroppingOldest,
+    Full(Delivery<M>),
+    Closed,
+}
+
+impl<M> SubscriberQueue<M> {
+    /// A queue with one sender end counted.
+    pub(crate) fn new(capacity: usize, policy: FullPolicy, counters: Arc<QueueCounters>) -> Self {
+        SubscriberQueue {
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                senders: 1,
+                receiver: true,
+                reader_waiting: false,
+                writer_waiting: false,
+            }),
+            readable: Notify::new(),
+            writable: Notify::new(),
+            capacity: capacity.max(1),
+            policy,
+            counters,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<M>> {
+        // Nothing panics while holding it; a poisoned queue is still whole.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Queues `d` now or hands it back (`Full` only under `Wait`).
+    pub(crate) fn try_push(&self, d: Delivery<M>) -> Pushed<M> {
+        let mut s = self.lock();
+        if !s.receiver {
+            return Pushed::Closed;
+        }
+        if s.items.len() >= self.capacity {
+            match self.policy {
+                FullPolicy::Wait => return Pushed::Full(d),
+                FullPolicy::DropOldest => {
+                    let oldest = s.items.pop_front();
+                    self.counters.lagged.fetch_add(1, Ordering::Relaxed);
+                    s.items.push_back(d);
+                    drop(s);
+                    drop(oldest);
+                    return Pushed::QueuedDroppingOldest;
+                }
+            }
+        }
+        s.items.push_back(d);
+        let wake = std::mem::take(&mut s.reader_waiting);
+        drop(s);
+        if wake {
+            self.readable.notify_one();
+        }
+        Pushed::Queued
+    }
+
+    /// Queues `d`, waiting for room under `Wait`. `Err` once the subscriber is gone.
+    pub(crate) async fn push(&self, mut d: Delivery<M>) -> Result<(), ()> {
+        loop {
+            let room = self.writable.notified();
+            tokio::pin!(room);
+            // Registered before the check, so a wake-up after it is not lost.
+            room.as_mut().enable();
+            match self.try_push(d) {
+                Pushed::Queued | Pushed::QueuedDroppingOldest => return Ok(()),
+                Pushed::Closed => return Err(()),
+                Pushed::Full(back) => {
+                    d = back;
+                    {
+                        let mut s = self.lock();
+                        if !s.receiver {
+                            return Err(());
+                        }
+                        if s.items.len() >= self.capacity {
+                            s.writer_waiting = true;
+                        } else {
+                            // Room appeared between the two looks.
+                            continue;
+                        }
+                    }
+                    room.await;
+                }
+            }
+        }
+    }
+
+    /// Moves up to [`TAKE_BATCH`] messages into `into`; `false` when the queue
+    /// is empty and every sender is gone. Waits while it is empty.
+    pub(crate) async fn take(&self, into: &mut VecDeque<Delivery<M>>) -> bool {
+        loop {
+            if self.try_take(into) {
+                return true;
+            }
+            {
+                let mut s = self.lock();
+                if !s.items.is_empty() {
+                    continue;
+                }
+                if s.senders == 0 {
+                    return false;
+                }
+                s.reader_waiting = true;
+            }
+            // A push after this point finds `reader_waiting` and rings; a
+            // ring before the wait starts is kept as a permit.
+            self.readable.notified().await;
+        }
+    }
+
+    /// Like [`take`](Self::take) without waiting; `false` when nothing was there.
+    pub(crate) fn try_take(&self, into: &mut VecDeque<Delivery<M>>) -> bool {
+        let mut s = self.lock();
+        if s.items.is_empty() {
+            return false;
+        }
+        let n = s.items.len().min(TAKE_BATCH);
+        into.extend(s.items.drain(..n));
+        let wake = s.writer_waiting && s.items.len() <= self.capacity / 2;
+        if wake {
+            s.writer_waiting = false;
+        }
+        drop(s);
+        if wake {
+            self.writable.notify_waiters();
+        }
+        true
+    }
+
+    /// The subscriber is gone: later pushes fail, waiting publishers wake.
+    pub(crate) fn close_receiver(&self) {
+        let dropped = {
+            let mut s = self.lock();
+            s.receiver = false;
+            s.writer_waiting = false;
+            std::mem::take(&mut s.items)
+        };
+        self.writable.notify_waiters();
+        drop(dropped);
+    }
+
+    pub(crate) fn receiver_gone(&self) -> bool {
+        !self.lock().receiver
+    }
+
+    pub(crate) fn add_sender(&self) {
+        self.lock().senders += 1;
+    }
+
+    pub(crate) fn remove_sender(&self) {
+        let last = {
+            let mut s = self.lock();
+            s.senders -= 1;
+            s.senders == 0
+        };
+        if last {
+            self.readable.notify_one();
+        }
+    }
+}
