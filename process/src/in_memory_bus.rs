@@ -9,6 +9,12 @@
 //! - **Dropped subscriber**: removed from the table the moment its
 //!   `Subscription` is dropped; a publish racing with the drop skips it.
 //! - **Full handler queue**: the requester waits, within its timeout.
+//! - **A message whose last reference owns a subscription**: under
+//!   `drop-oldest`, a publish drops the oldest queued message while it reads
+//!   the subscription table; if that message held the last `Arc` of an `M`
+//!   that owns a `Subscription` on this bus, the unsubscribe would wait for
+//!   the table the same thread is reading. Messages that own subscriptions
+//!   are not supported on `drop-oldest` queues.
 //! - **Closed bus** (process stopping): subscriptions end after draining,
 //!   publishes fail with `PublishError::Closed`, requests with `RequestError::Closed`.
 
@@ -74,9 +80,17 @@ impl<T> Table<T> {
         self.0.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn insert(&self, id: u64, pattern: &Pattern, target: T) {
+    /// Adds `target` unless the bus is `closed` — checked under the lock
+    /// that [`clear`](Self::clear) takes after closing, so a registration
+    /// racing with shutdown is either cleared or refused, never left behind
+    /// (its subscriber would wait for an end that never comes).
+    fn insert(&self, id: u64, pattern: &Pattern, target: T, closed: &AtomicBool) -> Result<(), T> {
         let mut index = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if closed.load(Ordering::Acquire) {
+            return Err(target);
+        }
         index.insert(id, pattern, target);
+        Ok(())
     }
 
     /// Drops every registration (outside the lock).
@@ -146,13 +160,16 @@ impl<M: Send + Sync + 'static> InMemoryBus<M> {
         pattern: Pattern,
         target: T,
     ) -> BoxFuture<'_, Result<DropGuard, SubscribeError>> {
-        let result = if self.closed() {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let result = if let Err(refused) =
+            table(&self.shared).insert(id, &pattern, target, &self.shared.closed)
+        {
+            // Dropped here, outside the lock: the subscriber sees its end.
+            drop(refused);
             Err(SubscribeError::Closed {
                 bus: self.shared.id.clone(),
             })
         } else {
-            let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-            table(&self.shared).insert(id, &pattern, target);
             let weak: Weak<Shared<M>> = Arc::downgrade(&self.shared);
             Ok(DropGuard::new(move || {
                 if let Some(shared) = weak.upgrade() {

@@ -20,8 +20,13 @@
 //!   subscribers): they share one slot; removing one scans that slot.
 //! - **Patterns with several `#`** (`#.a.#.b.#`): a walk that reaches the
 //!   same trie node at the same topic word twice does not go on from it
-//!   again, so a lookup stays O(trie nodes × topic words) and reports each
+//!   again, so a lookup stays polynomial — at worst O(trie nodes × topic
+//!   words²), each `#` trying every number of words — and reports each
 //!   registration once.
+//! - **Values dropped during a lookup**: none are; but a bus that drops
+//!   deliveries while it holds a read lock on its index (a full
+//!   `drop-oldest` queue) must not let that drop unsubscribe from the same
+//!   bus — see the in-memory bus.
 //!
 //! ```
 //! use telamon_sdk::Pattern;
