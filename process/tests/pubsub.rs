@@ -142,6 +142,30 @@ async fn drop_oldest_never_blocks_the_publisher_and_counts_the_lag() {
 }
 
 #[tokio::test]
+async fn drop_oldest_keeps_exactly_its_capacity() {
+    let process = start(ONE_BUS).await;
+    let ctx = process.context("test");
+    let mut lossy = ctx
+        .subscribe_with(
+            "t",
+            SubscribeOptions::new()
+                .capacity(3)
+                .policy(FullPolicy::DropOldest),
+        )
+        .await
+        .unwrap();
+    for n in 0..10 {
+        ctx.publish("t", json!(n)).await.unwrap();
+    }
+    // Counted when dropped, before anything is read.
+    assert_eq!(lossy.lagged(), 7);
+    let kept: Vec<Value> =
+        std::iter::from_fn(|| lossy.try_recv().map(|d| (**d.message()).clone())).collect();
+    assert_eq!(kept, vec![json!(7), json!(8), json!(9)]);
+    process.stop().await;
+}
+
+#[tokio::test]
 async fn a_dropped_subscription_is_removed_at_once_and_never_blocks_a_publish() {
     let process = start(ONE_BUS).await;
     let ctx = process.context("test");

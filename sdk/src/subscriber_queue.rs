@@ -51,6 +51,13 @@ pub(crate) struct SubscriberQueue<M> {
     counters: Arc<QueueCounters>,
 }
 
+/// Outcome of one look by the subscriber.
+enum Taken {
+    Some,
+    Empty,
+    Ended,
+}
+
 /// Outcome of [`SubscriberQueue::try_push`].
 pub(crate) enum Pushed<M> {
     Queued,
@@ -61,7 +68,7 @@ pub(crate) enum Pushed<M> {
 
 impl<M> SubscriberQueue<M> {
     /// A queue with one sender end counted.
-    pub(crate) fn new(capacity: usize, policy: FullPolicy, counters: Arc<QueueCounters>) -> Self {
+    pub(crate) fn new(capacity: usize, policy: FullPolicy) -> Self {
         SubscriberQueue {
             state: Mutex::new(State {
                 items: VecDeque::new(),
@@ -74,8 +81,13 @@ impl<M> SubscriberQueue<M> {
             writable: Notify::new(),
             capacity: capacity.max(1),
             policy,
-            counters,
+            counters: Arc::default(),
         }
+    }
+
+    /// The counters both ends and the metrics read.
+    pub(crate) fn counters(&self) -> &Arc<QueueCounters> {
+        &self.counters
     }
 
     fn lock(&self) -> MutexGuard<'_, State<M>> {
@@ -87,7 +99,8 @@ impl<M> SubscriberQueue<M> {
         self.capacity
     }
 
-    /// Queues `d` now or hands it back (`Full` only under `Wait`).
+    /// Queues `d` now or hands it back (`Full` only under `Wait`; the queue
+    /// then rings the publishers' wake-up once it is half empty again).
     pub(crate) fn try_push(&self, d: Delivery<M>) -> Pushed<M> {
         let mut s = self.lock();
         if !s.receiver {
@@ -95,7 +108,10 @@ impl<M> SubscriberQueue<M> {
         }
         if s.items.len() >= self.capacity {
             match self.policy {
-                FullPolicy::Wait => return Pushed::Full(d),
+                FullPolicy::Wait => {
+                    s.writer_waiting = true;
+                    return Pushed::Full(d);
+                }
                 FullPolicy::DropOldest => {
                     let oldest = s.items.pop_front();
                     self.counters.lagged.fetch_add(1, Ordering::Relaxed);
@@ -120,25 +136,14 @@ impl<M> SubscriberQueue<M> {
         loop {
             let room = self.writable.notified();
             tokio::pin!(room);
-            // Registered before the check, so a wake-up after it is not lost.
+            // Registered before the look, so the ring that follows a `Full`
+            // is not lost.
             room.as_mut().enable();
             match self.try_push(d) {
                 Pushed::Queued | Pushed::QueuedDroppingOldest => return Ok(()),
                 Pushed::Closed => return Err(()),
                 Pushed::Full(back) => {
                     d = back;
-                    {
-                        let mut s = self.lock();
-                        if !s.receiver {
-                            return Err(());
-                        }
-                        if s.items.len() >= self.capacity {
-                            s.writer_waiting = true;
-                        } else {
-                            // Room appeared between the two looks.
-                            continue;
-                        }
-                    }
                     room.await;
                 }
             }
@@ -149,30 +154,31 @@ impl<M> SubscriberQueue<M> {
     /// is empty and every sender is gone. Waits while it is empty.
     pub(crate) async fn take(&self, into: &mut VecDeque<Delivery<M>>) -> bool {
         loop {
-            if self.try_take(into) {
-                return true;
+            match self.take_now(into, true) {
+                Taken::Some => return true,
+                Taken::Ended => return false,
+                // A push after the look finds `reader_waiting` and rings; a
+                // ring before the wait starts is kept as a permit.
+                Taken::Empty => self.readable.notified().await,
             }
-            {
-                let mut s = self.lock();
-                if !s.items.is_empty() {
-                    continue;
-                }
-                if s.senders == 0 {
-                    return false;
-                }
-                s.reader_waiting = true;
-            }
-            // A push after this point finds `reader_waiting` and rings; a
-            // ring before the wait starts is kept as a permit.
-            self.readable.notified().await;
         }
     }
 
     /// Like [`take`](Self::take) without waiting; `false` when nothing was there.
     pub(crate) fn try_take(&self, into: &mut VecDeque<Delivery<M>>) -> bool {
+        matches!(self.take_now(into, false), Taken::Some)
+    }
+
+    /// One look at the queue; with `wait`, an empty queue notes that the
+    /// subscriber is about to wait.
+    fn take_now(&self, into: &mut VecDeque<Delivery<M>>, wait: bool) -> Taken {
         let mut s = self.lock();
         if s.items.is_empty() {
-            return false;
+            if s.senders == 0 {
+                return Taken::Ended;
+            }
+            s.reader_waiting |= wait;
+            return Taken::Empty;
         }
         let n = s.items.len().min(TAKE_BATCH);
         into.extend(s.items.drain(..n));
@@ -184,7 +190,7 @@ impl<M> SubscriberQueue<M> {
         if wake {
             self.writable.notify_waiters();
         }
-        true
+        Taken::Some
     }
 
     /// The subscriber is gone: later pushes fail, waiting publishers wake.

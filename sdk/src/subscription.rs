@@ -11,8 +11,8 @@
 //!   `Wait` can deadlock on its own full queue; use `DropOldest` there.
 //! - **Full queue, [`FullPolicy::DropOldest`]**: the publisher never waits; the
 //!   oldest queued message of this subscriber is discarded and counted. The
-//!   subscriber reads the count with [`Subscription::lagged`]. The capacity is
-//!   rounded up to a power of two under this policy.
+//!   subscriber reads the count with [`Subscription::lagged`], exact at any
+//!   moment (counted when the message is dropped).
 //! - **Dropped subscription**: dropping the `Subscription` removes it from every
 //!   bus at once; later publishes neither wait for it nor fail because of it.
 //! - **Closed bus**: when the process stops, buses drop their side of the
@@ -116,7 +116,6 @@ pub enum TryDeliver<M> {
 /// The bus side of a subscription queue. Cloned into every bus the subscription listens on.
 pub struct SubscriptionSender<M> {
     queue: Arc<SubscriberQueue<M>>,
-    counters: Arc<QueueCounters>,
 }
 
 impl<M> Clone for SubscriptionSender<M> {
@@ -124,7 +123,6 @@ impl<M> Clone for SubscriptionSender<M> {
         self.queue.add_sender();
         SubscriptionSender {
             queue: self.queue.clone(),
-            counters: self.counters.clone(),
         }
     }
 }
@@ -138,7 +136,7 @@ impl<M> Drop for SubscriptionSender<M> {
 impl<M> fmt::Debug for SubscriptionSender<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SubscriptionSender")
-            .field("lagged", &self.counters.lagged())
+            .field("lagged", &self.queue.counters().lagged())
             .finish()
     }
 }
@@ -171,7 +169,7 @@ impl<M: Send + Sync + 'static> SubscriptionSender<M> {
 
     /// The counters of this queue.
     pub fn counters(&self) -> &Arc<QueueCounters> {
-        &self.counters
+        self.queue.counters()
     }
 }
 
@@ -183,7 +181,6 @@ pub struct Subscription<M> {
     queue: Arc<SubscriberQueue<M>>,
     /// Messages already taken from the queue in one batch.
     taken: VecDeque<Delivery<M>>,
-    counters: Arc<QueueCounters>,
     guards: Vec<DropGuard>,
 }
 
@@ -197,7 +194,7 @@ impl<M> fmt::Debug for Subscription<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription")
             .field("pattern", &self.pattern)
-            .field("lagged", &self.counters.lagged())
+            .field("lagged", &self.queue.counters().lagged())
             .finish()
     }
 }
@@ -208,22 +205,15 @@ pub fn queue<M: Send + Sync + 'static>(
     capacity: usize,
     policy: FullPolicy,
 ) -> (SubscriptionSender<M>, Subscription<M>) {
-    let counters = Arc::new(QueueCounters::default());
-    let capacity = match policy {
-        FullPolicy::Wait => capacity.max(1),
-        FullPolicy::DropOldest => capacity.max(1).next_power_of_two(),
-    };
-    let queue = Arc::new(SubscriberQueue::new(capacity, policy, counters.clone()));
+    let queue = Arc::new(SubscriberQueue::new(capacity, policy));
     (
         SubscriptionSender {
             queue: queue.clone(),
-            counters: counters.clone(),
         },
         Subscription {
             pattern,
             queue,
             taken: VecDeque::new(),
-            counters,
             guards: Vec::new(),
         },
     )
@@ -255,7 +245,7 @@ impl<M: Send + Sync + 'static> Subscription<M> {
     ///
     /// Counted the moment a message is dropped.
     pub fn lagged(&self) -> u64 {
-        self.counters.lagged()
+        self.queue.counters().lagged()
     }
 
     /// The pattern subscribed to.
