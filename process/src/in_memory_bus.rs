@@ -161,11 +161,12 @@ impl<M: Send + Sync + 'static> InMemoryBus<M> {
         target: T,
     ) -> BoxFuture<'_, Result<DropGuard, SubscribeError>> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let result = if let Err(refused) =
-            table(&self.shared).insert(id, &pattern, target, &self.shared.closed)
+        // A refused target is dropped after the lock is released: the
+        // subscriber sees its end.
+        let result = if table(&self.shared)
+            .insert(id, &pattern, target, &self.shared.closed)
+            .is_err()
         {
-            // Dropped here, outside the lock: the subscriber sees its end.
-            drop(refused);
             Err(SubscribeError::Closed {
                 bus: self.shared.id.clone(),
             })

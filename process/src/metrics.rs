@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
@@ -70,6 +70,14 @@ pub const DEFAULT_MAX_TOPICS: usize = 1000;
 /// The label of the series that counts every topic past the cap.
 pub const OVERFLOW_TOPIC: &str = "#";
 
+/// The subscriptions whose lag is reported (ended ones until the next sweep).
+#[derive(Debug, Default)]
+struct Tracked {
+    entries: Vec<(Pattern, Weak<QueueCounters>)>,
+    /// Length of `entries` after its last sweep.
+    swept_at: usize,
+}
+
 /// The process's metrics registry.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -79,9 +87,7 @@ pub struct Metrics {
     overflow_requests: Arc<RequestStats>,
     topics: RwLock<HashMap<Topic, Arc<TopicCounters>>>,
     requests: RwLock<HashMap<Topic, Arc<RequestStats>>>,
-    subscriptions: Mutex<Vec<(Pattern, Weak<QueueCounters>)>>,
-    /// Length of `subscriptions` after its last sweep.
-    swept_at: AtomicUsize,
+    subscriptions: Mutex<Tracked>,
     buses: Mutex<Vec<(String, Arc<BusHealth>)>>,
     unrouted: AtomicU64,
     instruments: std::sync::OnceLock<Arc<Instruments>>,
@@ -167,11 +173,12 @@ impl Metrics {
             let mut subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
             // Ended subscriptions are swept when the list has doubled since the
             // last sweep: amortised O(1) per subscription, not a scan each.
-            if subs.len() >= 2 * self.swept_at.load(Ordering::Relaxed).max(16) {
-                subs.retain(|(_, w)| w.strong_count() > 0);
-                self.swept_at.store(subs.len(), Ordering::Relaxed);
+            if subs.entries.len() >= 2 * subs.swept_at.max(16) {
+                subs.entries.retain(|(_, w)| w.strong_count() > 0);
+                subs.swept_at = subs.entries.len();
             }
-            subs.push((pattern.clone(), Arc::downgrade(counters)));
+            subs.entries
+                .push((pattern.clone(), Arc::downgrade(counters)));
         }
     }
 
@@ -276,6 +283,7 @@ impl Metrics {
             .subscriptions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .entries
             .iter()
         {
             if let Some(c) = w.upgrade() {
