@@ -132,10 +132,7 @@ pub(crate) async fn many_subs(
 ) -> anyhow::Result<Measurement> {
     let (running, ctx) = start(None).await?;
     let started = Instant::now();
-    let mut subs = Vec::with_capacity(idle as usize);
-    for i in 0..idle {
-        subs.push(ctx.subscribe(&format!("other.{i}.x")).await?);
-    }
+    let subs = idle_subscriptions(&ctx, idle).await?;
     let created = started.elapsed();
     let mut m = fan_out_on(&ctx, scenario, SYSTEM, &["perf.test"], n).await?;
     m.idle_subs = Some(crate::measurement::IdleSubs {
@@ -153,15 +150,24 @@ pub(crate) async fn many_subs(
     Ok(m)
 }
 
+/// `n` Caryatid subscriptions on distinct exact topics `other.<i>.x`, made one by one.
+async fn idle_subscriptions(
+    ctx: &Context<BenchMsg>,
+    n: u64,
+) -> anyhow::Result<Vec<Box<dyn caryatid_sdk::Subscription<BenchMsg>>>> {
+    let mut subs = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        subs.push(ctx.subscribe(&format!("other.{i}.x")).await?);
+    }
+    Ok(subs)
+}
+
 /// In a fresh process: the resident memory `n` idle Caryatid
 /// subscriptions add, per subscription.
 pub(crate) async fn idle_subscriptions_memory(n: u64) -> anyhow::Result<f64> {
     let (running, ctx) = start(None).await?;
     let before = crate::measurement::rss_bytes();
-    let mut subs = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        subs.push(ctx.subscribe(&format!("other.{i}.x")).await?);
-    }
+    let subs = idle_subscriptions(&ctx, n).await?;
     let after = crate::measurement::rss_bytes();
     drop(subs);
     running.stop().await?;

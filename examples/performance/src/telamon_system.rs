@@ -84,10 +84,7 @@ pub(crate) async fn many_subs(
     };
     let ctx = process.context("bench");
     let started = Instant::now();
-    let mut subs = Vec::with_capacity(idle as usize);
-    for i in 0..idle {
-        subs.push(ctx.subscribe(format!("other.{i}.x")).await?);
-    }
+    let subs = idle_subscriptions(&ctx, idle).await?;
     let created = started.elapsed();
     let mut m = fan_out_on(&ctx, scenario, &["perf.test"], n).await?;
     let broker_queues = match queues_before {
@@ -109,16 +106,25 @@ pub(crate) async fn many_subs(
     Ok(m)
 }
 
+/// `n` subscriptions on distinct exact topics `other.<i>.x`, made one by one.
+async fn idle_subscriptions(
+    ctx: &telamon_sdk::Context<BenchMsg>,
+    n: u64,
+) -> anyhow::Result<Vec<telamon_sdk::Subscription<BenchMsg>>> {
+    let mut subs = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        subs.push(ctx.subscribe(format!("other.{i}.x")).await?);
+    }
+    Ok(subs)
+}
+
 /// In a fresh process: the resident memory `n` idle in-process
 /// subscriptions add, per subscription.
 pub(crate) async fn idle_subscriptions_memory(n: u64) -> anyhow::Result<f64> {
     let process = start(1024).await?;
     let ctx = process.context("bench");
     let before = crate::measurement::rss_bytes();
-    let mut subs = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        subs.push(ctx.subscribe(format!("other.{i}.x")).await?);
-    }
+    let subs = idle_subscriptions(&ctx, n).await?;
     let after = crate::measurement::rss_bytes();
     drop(subs);
     process.stop().await;
