@@ -49,6 +49,10 @@ pub struct BusStats {
     pub reconnects: u64,
     /// Bodies that could not be decoded and were rejected.
     pub malformed: u64,
+    /// Subscription deliveries received from a broker: once per message per
+    /// queue, so a message that reached three subscriptions through one
+    /// shared queue counts once (always 0 in-process).
+    pub received: u64,
     /// Set while the broker refuses this bus's config: the key and what the
     /// broker said (the bus keeps retrying).
     pub refused: Option<String>,

@@ -338,6 +338,7 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
             connected: !self.closed(),
             reconnects: 0,
             malformed: 0,
+            received: 0,
             refused: None,
         }
     }

@@ -62,6 +62,9 @@ pub struct BusHealth {
     pub reconnects: AtomicU64,
     /// Bodies rejected because they could not be decoded.
     pub malformed: AtomicU64,
+    /// Subscription deliveries received from the broker (one per message per
+    /// queue, however many local subscriptions it reached).
+    pub received: AtomicU64,
 }
 
 /// Default `[metrics] max-topics`.
@@ -266,12 +269,18 @@ impl Metrics {
                 "Bodies rejected because they could not be decoded.",
                 "counter",
             ),
+            (
+                "telamon_bus_received_total",
+                "Subscription deliveries received from the broker (once per message per queue).",
+                "counter",
+            ),
         ] {
             let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} {kind}");
             for (id, h) in buses.iter() {
                 let v = match metric {
                     "telamon_bus_connected" => u64::from(h.connected.load(Ordering::Relaxed)),
                     "telamon_bus_reconnects_total" => h.reconnects.load(Ordering::Relaxed),
+                    "telamon_bus_received_total" => h.received.load(Ordering::Relaxed),
                     _ => h.malformed.load(Ordering::Relaxed),
                 };
                 let _ = writeln!(out, "{metric}{{bus=\"{}\"}} {v}", escape(id));

@@ -18,6 +18,7 @@ mod link;
 mod publisher;
 mod requester;
 mod responder;
+mod shared_queue;
 mod subscription;
 
 pub use bus::{RabbitMqBus, RabbitMqClass};

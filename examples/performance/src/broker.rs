@@ -35,8 +35,9 @@ pub(crate) async fn delete_queues(prefix: &str) -> anyhow::Result<usize> {
     Ok(names.len())
 }
 
-/// How many queues the broker holds now (`rabbitmqctl list_queues`).
-pub(crate) fn queue_count() -> anyhow::Result<u64> {
+/// How many queues whose name starts with `prefix` the broker holds now
+/// (`rabbitmqctl list_queues`).
+pub(crate) fn queue_count(prefix: &str) -> anyhow::Result<u64> {
     let out = Command::new("rabbitmqctl")
         .args(["list_queues", "-q", "--no-table-headers", "name"])
         .output()?;
@@ -47,6 +48,6 @@ pub(crate) fn queue_count() -> anyhow::Result<u64> {
     );
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|l| !l.trim().is_empty())
+        .filter(|l| l.trim().starts_with(prefix))
         .count() as u64)
 }

@@ -26,6 +26,7 @@ mod request_clock;
 mod telamon_system;
 
 use measurement::Measurement;
+use telamon_system::ManySubsBus;
 
 const SCENARIOS: [&str; 15] = [
     "inproc-1to1",
@@ -143,10 +144,11 @@ async fn scenario(name: &str, scale: u64) -> anyhow::Result<Vec<Measurement>> {
         "rabbit-1to1" => {
             let n = 50_000 / scale;
             vec![
-                telamon_system::rabbit_one_to_one(n, true).await?,
+                telamon_system::rabbit_one_to_one(n, "telamon").await?,
                 lapin_baseline::one_to_one(n).await?,
                 caryatid_system::rabbit_one_to_one(n / 2).await?,
-                telamon_system::rabbit_one_to_one(n, false).await?,
+                telamon_system::rabbit_one_to_one(n, "telamon-at-most-once").await?,
+                telamon_system::rabbit_one_to_one(n, "telamon-queue-per-sub").await?,
             ]
         }
         "rabbit-request" => vec![
@@ -194,19 +196,28 @@ async fn scenario(name: &str, scale: u64) -> anyhow::Result<Vec<Measurement>> {
                 .ok_or_else(|| anyhow::anyhow!("unknown scenario {many}"))?;
             let idle: u64 = many.rsplit('-').next().unwrap_or("0").parse()?;
             if many.starts_with("rabbit-") {
-                vec![
+                let mut v = Vec::new();
+                for shared_queue in [true, false] {
+                    v.push(
+                        telamon_system::many_subs(
+                            scenario,
+                            idle,
+                            RABBIT_MANY_SUBS_MESSAGES / scale,
+                            ManySubsBus::Rabbit { shared_queue },
+                        )
+                        .await?,
+                    );
+                }
+                v
+            } else {
+                let mut v = vec![
                     telamon_system::many_subs(
                         scenario,
                         idle,
-                        RABBIT_MANY_SUBS_MESSAGES / scale,
-                        true,
+                        MANY_SUBS_MESSAGES / scale,
+                        ManySubsBus::InProcess,
                     )
                     .await?,
-                ]
-            } else {
-                let mut v = vec![
-                    telamon_system::many_subs(scenario, idle, MANY_SUBS_MESSAGES / scale, false)
-                        .await?,
                 ];
                 if idle <= CARYATID_MANY_SUBS_MAX {
                     v.push(
@@ -368,9 +379,28 @@ fn many_subs_summary(results: &[Measurement]) {
                 verdict(b <= 1024.0)
             );
         }
-        if let Some(q) = i.broker_queues {
-            let label = format!("{} broker queues for the process", m.scenario);
-            eprintln!("{label:<48} {q:>7}    (for information)");
+    }
+    for system in ["telamon", "telamon-queue-per-sub"] {
+        for m in results.iter().filter(|m| m.system == system) {
+            if let Some(i) = m.idle_subs
+                && let Some(q) = i.broker_queues
+            {
+                let label = format!("{} {system} broker queues", m.scenario);
+                eprintln!("{label:<48} {q:>7}    (for information)");
+                let label = format!("{} {system} made in", m.scenario);
+                eprintln!("{label:<48} {:>7.0} ms (for information)", i.created_ms);
+            }
+        }
+        let rate = |s: &str| {
+            results
+                .iter()
+                .find(|m| m.scenario == s && m.system == system)
+                .and_then(|m| m.msgs_per_s)
+        };
+        if let (Some(at0), Some(at1k)) = (rate("rabbit-many-subs-0"), rate("rabbit-many-subs-1000"))
+        {
+            let label = format!("rabbit-many-subs 1000 idle / 0 idle ({system})");
+            eprintln!("{label:<48} {:>7.2}x  (for information)", at1k / at0);
         }
     }
 }
@@ -396,6 +426,7 @@ fn summary(results: &[Measurement]) {
         ("inproc-1to1", "telamon", "caryatid-q1024", 0.0),
         ("inproc-fanout4", "telamon", "caryatid-q1024", 0.0),
         ("rabbit-1to1", "telamon-at-most-once", "caryatid", 0.0),
+        ("rabbit-1to1", "telamon-queue-per-sub", "baseline", 0.0),
     ];
     for (scenario, ours, peer, target) in targets {
         let (Some(a), Some(b)) = (rate(scenario, ours), rate(scenario, peer)) else {

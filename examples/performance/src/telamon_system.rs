@@ -64,6 +64,17 @@ async fn fan_out_on(
     gathered(scenario, SYSTEM, started, n, receivers).await
 }
 
+/// Where `many_subs` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ManySubsBus {
+    InProcess,
+    /// RabbitMQ at-least-once; `shared_queue = false` is system
+    /// `telamon-queue-per-sub` (a queue and a consumer per subscription).
+    Rabbit {
+        shared_queue: bool,
+    },
+}
+
 /// `inproc-many-subs-N` / `rabbit-many-subs-N`: `idle` subscriptions on
 /// distinct exact topics `other.<i>.x` that no message matches, then one
 /// publisher and one subscriber on `perf.test` beside them.
@@ -71,26 +82,47 @@ pub(crate) async fn many_subs(
     scenario: &'static str,
     idle: u64,
     n: u64,
-    rabbit: bool,
+    bus: ManySubsBus,
 ) -> anyhow::Result<Measurement> {
-    let (process, queues_before) = if rabbit {
-        let before = crate::broker::queue_count()?;
-        (
-            start_rabbit(&crate::broker::unique("telamon-many"), "at-least-once").await?,
-            Some(before),
-        )
-    } else {
-        (start(1024).await?, None)
+    let rabbit = bus != ManySubsBus::InProcess;
+    let exchange = crate::broker::unique(&format!(
+        "telamon-many-{idle}-{}",
+        if bus
+            == (ManySubsBus::Rabbit {
+                shared_queue: false
+            })
+        {
+            "own"
+        } else {
+            "shared"
+        }
+    ));
+    let process = match bus {
+        ManySubsBus::Rabbit { shared_queue } => {
+            let extra = format!("shared-queue = {shared_queue}\n");
+            start_rabbit_with(&exchange, "at-least-once", &extra).await?
+        }
+        ManySubsBus::InProcess => start(1024).await?,
     };
     let ctx = process.context("bench");
     let started = Instant::now();
     let subs = idle_subscriptions(&ctx, idle).await?;
     let created = started.elapsed();
-    let mut m = fan_out_on(&ctx, scenario, &["perf.test"], n).await?;
-    let broker_queues = match queues_before {
-        Some(before) => Some(crate::broker::queue_count()?.saturating_sub(before)),
-        None => None,
+    // Every queue this process declares is named after its exchange; counted
+    // while the idle subscriptions exist (the reply queue included).
+    let broker_queues = if rabbit {
+        Some(crate::broker::queue_count(&format!("{exchange}."))?)
+    } else {
+        None
     };
+    let mut m = fan_out_on(&ctx, scenario, &["perf.test"], n).await?;
+    if bus
+        == (ManySubsBus::Rabbit {
+            shared_queue: false,
+        })
+    {
+        m.system = "telamon-queue-per-sub";
+    }
     m.idle_subs = Some(IdleSubs {
         n: idle,
         created_ms: created.as_secs_f64() * 1000.0,
@@ -161,9 +193,18 @@ pub(crate) async fn idle() -> anyhow::Result<()> {
 }
 
 async fn start_rabbit(exchange: &str, delivery: &str) -> anyhow::Result<RunningProcess<BenchMsg>> {
+    start_rabbit_with(exchange, delivery, "").await
+}
+
+/// As [`start_rabbit`], with `extra` lines in the bus table.
+async fn start_rabbit_with(
+    exchange: &str,
+    delivery: &str,
+    extra: &str,
+) -> anyhow::Result<RunningProcess<BenchMsg>> {
     let config = ConfigLoader::new()
         .embedded(format!(
-            "[message-bus.external]\nclass = \"rabbit-mq\"\nurl = \"{}\"\nexchange = \"{exchange}\"\ndelivery = \"{delivery}\"\nprefetch = 256\nconfirm-window = 1024\n\n[[message-router.route]]\npattern = \"#\"\nbus = \"external\"\n",
+            "[message-bus.external]\nclass = \"rabbit-mq\"\nurl = \"{}\"\nexchange = \"{exchange}\"\ndelivery = \"{delivery}\"\nprefetch = 256\nconfirm-window = 1024\n{extra}\n[[message-router.route]]\npattern = \"#\"\nbus = \"external\"\n",
             crate::broker::url()
         ))
         .env_prefix(None)
@@ -177,15 +218,20 @@ async fn start_rabbit(exchange: &str, delivery: &str) -> anyhow::Result<RunningP
 }
 
 /// Publish → consume through RabbitMQ: at-least-once (confirms, persistent,
-/// acked; system `telamon`) or at-most-once (Caryatid's guarantee; system
+/// acked; system `telamon`, or `telamon-queue-per-sub` with
+/// `shared-queue = false`) or at-most-once (Caryatid's guarantee; system
 /// `telamon-at-most-once`).
-pub(crate) async fn rabbit_one_to_one(n: u64, at_least_once: bool) -> anyhow::Result<Measurement> {
-    let (delivery, system) = if at_least_once {
-        ("at-least-once", SYSTEM)
-    } else {
-        ("at-most-once", "telamon-at-most-once")
+pub(crate) async fn rabbit_one_to_one(n: u64, system: &'static str) -> anyhow::Result<Measurement> {
+    let delivery = match system {
+        "telamon-at-most-once" => "at-most-once",
+        _ => "at-least-once",
     };
-    let process = start_rabbit(&crate::broker::unique("telamon"), delivery).await?;
+    let extra = match system {
+        "telamon-queue-per-sub" => "shared-queue = false\n",
+        _ => "",
+    };
+    let exchange = crate::broker::unique(system);
+    let process = start_rabbit_with(&exchange, delivery, extra).await?;
     let ctx = process.context("bench");
     let mut sub = ctx.subscribe("perf.#").await?;
     let receiver = tokio::spawn(async move {

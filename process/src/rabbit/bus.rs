@@ -1,10 +1,12 @@
 //! The RabbitMQ bus: one topic exchange, routing key = topic, CBOR bodies.
 //!
-//! Fan-out is the in-process bus's: every subscription has its own queue, so
-//! two subscriptions to one topic — in one process or in two — both get every
-//! message. Instances that should share work name a consumer group in config
+//! Fan-out is the in-process bus's: two subscriptions to one topic — in one
+//! process or in two — both get every message. The subscriptions of one
+//! process share one queue with a binding per pattern and are dispatched
+//! locally (`shared_queue`); `shared-queue = false` gives each its own queue.
+//! Instances that should share work name a consumer group in config
 //! (`consumer-groups`). See the `link`, `publisher`,
-//! `subscription`, `requester` and `responder` module docs for behaviour
+//! `shared_queue`, `subscription`, `requester` and `responder` module docs for behaviour
 //! under stress; in short: publishes fail (never vanish) while the broker is
 //! away, the bus reconnects with back-off and re-declares everything, and
 //! at-least-once messages outlive a lost connection.
@@ -33,6 +35,7 @@ use crate::rabbit::link::{Link, OnConnect};
 use crate::rabbit::publisher::{OutMessage, Publisher};
 use crate::rabbit::requester::Requester;
 use crate::rabbit::responder::run_handler;
+use crate::rabbit::shared_queue::SharedQueue;
 use crate::rabbit::subscription::{self, QueuePlan};
 
 /// Longest a subscribe waits for its queue to be bound while connected.
@@ -55,6 +58,9 @@ pub struct RabbitMqBus<M> {
     next_id: AtomicU64,
     subscriptions: Arc<AtomicUsize>,
     handlers: Arc<AtomicUsize>,
+    /// The queue this process's subscriptions share (`shared-queue`), made
+    /// by the first subscription.
+    shared: std::sync::OnceLock<SharedQueue<M>>,
     _message: PhantomData<fn() -> M>,
 }
 
@@ -114,6 +120,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> RabbitMqBus<M> {
             next_id: AtomicU64::new(0),
             subscriptions: Arc::new(AtomicUsize::new(0)),
             handlers: Arc::new(AtomicUsize::new(0)),
+            shared: std::sync::OnceLock::new(),
             _message: PhantomData,
         }
     }
@@ -144,18 +151,69 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> RabbitMqBus<M> {
         self.requester.pending()
     }
 
-    fn queue_plan(&self, pattern: &Pattern) -> QueuePlan {
+    /// The queue of a subscription on `pattern`: `None` for the shared queue.
+    fn queue_plan(&self, pattern: &Pattern) -> Option<QueuePlan> {
         let config = &self.link.config;
         if let Some(group) = config.consumer_groups.get(pattern.as_str()) {
-            return QueuePlan::Group(format!("{}.group.{group}", config.exchange));
+            return Some(QueuePlan::Group(format!(
+                "{}.group.{group}",
+                config.exchange
+            )));
         }
+        if config.shared_queue {
+            return None;
+        }
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        Some(self.own_plan(Some(n)))
+    }
+
+    /// A queue of this bus instance: `n` tells one subscription's from the shared one.
+    fn own_plan(&self, n: Option<u64>) -> QueuePlan {
+        let config = &self.link.config;
         match config.delivery {
             DeliveryMode::AtMostOnce => QueuePlan::Private,
-            DeliveryMode::AtLeastOnce => {
-                let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-                QueuePlan::Lasting(format!("{}.sub.{}.{n}", config.exchange, self.instance))
-            }
+            DeliveryMode::AtLeastOnce => QueuePlan::Lasting(match n {
+                Some(n) => format!("{}.sub.{}.{n}", config.exchange, self.instance),
+                None => format!("{}.sub.{}", config.exchange, self.instance),
+            }),
         }
+    }
+
+    /// Adds a subscription to the shared queue, returned once its pattern is bound.
+    fn subscribe_shared(
+        &self,
+        pattern: Pattern,
+        sender: SubscriptionSender<M>,
+    ) -> BoxFuture<'_, Result<DropGuard, SubscribeError>> {
+        let text = pattern.to_string();
+        let closed = || SubscribeError::Closed {
+            bus: self.id.clone(),
+        };
+        let registered = if self.link.stop.is_cancelled() || self.consumers.is_cancelled() {
+            Err(closed())
+        } else {
+            let shared = self.shared.get_or_init(|| {
+                SharedQueue::start(
+                    self.link.clone(),
+                    self.own_plan(None),
+                    self.consumers.child_token(),
+                    &self.consumer_tasks,
+                )
+            });
+            shared
+                .add(pattern, sender)
+                .map_err(|()| closed())
+                .map(|(remove, bound)| {
+                    let count = self.subscriptions.clone();
+                    count.fetch_add(1, Ordering::Relaxed);
+                    let guard = DropGuard::new(move || {
+                        remove();
+                        count.fetch_sub(1, Ordering::Relaxed);
+                    });
+                    (guard, bound)
+                })
+        };
+        Box::pin(async move { self.when_bound(&text, registered).await })
     }
 
     /// Starts a consumer task for `pattern` and returns its guard once bound.
@@ -288,7 +346,9 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
         pattern: Pattern,
         sender: SubscriptionSender<M>,
     ) -> BoxFuture<'_, Result<DropGuard, SubscribeError>> {
-        let plan = self.queue_plan(&pattern);
+        let Some(plan) = self.queue_plan(&pattern) else {
+            return self.subscribe_shared(pattern, sender);
+        };
         let link = self.link.clone();
         self.register(pattern, &self.subscriptions, move |pattern, stop, ready| {
             subscription::run(link, pattern, plan, sender, stop, ready)
@@ -361,6 +421,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> Bus<M> for RabbitM
             connected: h.connected.load(Ordering::Relaxed),
             reconnects: h.reconnects.load(Ordering::Relaxed),
             malformed: h.malformed.load(Ordering::Relaxed),
+            received: h.received.load(Ordering::Relaxed),
             refused: self
                 .link
                 .refusal()

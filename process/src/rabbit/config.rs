@@ -101,6 +101,13 @@ pub struct RabbitMqConfig {
     /// share one durable queue named `<exchange>.group.<group>`, so instances
     /// share the work instead of each getting every message.
     pub consumer_groups: HashMap<String, String>,
+    /// Serve this process's subscriptions (outside consumer groups) from one
+    /// queue with a binding per distinct pattern, dispatched locally: a message
+    /// that matches several subscriptions crosses the network once, and 10 000
+    /// subscriptions are one queue on the broker. `false`: a queue and a
+    /// consumer per subscription, so a slow `wait` subscriber holds back only
+    /// itself.
+    pub shared_queue: bool,
     /// Where rejected (malformed) messages go; none: they are dropped.
     pub dead_letter_exchange: Option<String>,
     /// Local queue capacity of each subscription.
@@ -129,6 +136,7 @@ impl Default for RabbitMqConfig {
             max_nesting_depth: crate::codec::DEFAULT_MAX_DEPTH,
             cbor_unit: crate::codec::CborUnit::Null,
             consumer_groups: HashMap::new(),
+            shared_queue: true,
             dead_letter_exchange: None,
             subscriber_queue_size: 1024,
             full_policy: FullPolicy::Wait,
@@ -230,6 +238,7 @@ impl fmt::Debug for RabbitMqConfig {
             .field("prefetch", &self.prefetch)
             .field("confirm_window", &self.confirm_window)
             .field("consumer_groups", &self.consumer_groups)
+            .field("shared_queue", &self.shared_queue)
             .finish_non_exhaustive()
     }
 }

@@ -76,6 +76,18 @@ pub(crate) async fn open_queue(
     exchange: &str,
     pattern: &str,
 ) -> Result<(Channel, Consumer, String), lapin::Error> {
+    let (channel, name) = declare_queue(link, live, plan).await?;
+    bind(&channel, &name, exchange, pattern).await?;
+    let consumer = consume(&channel, &name).await?;
+    Ok((channel, consumer, name))
+}
+
+/// Declares the queue of `plan` on a fresh channel with `prefetch` set; returns its name.
+pub(crate) async fn declare_queue(
+    link: &Link,
+    live: &Live,
+    plan: &QueuePlan,
+) -> Result<(Channel, String), lapin::Error> {
     let channel = live.connection.create_channel().await?;
     channel
         .basic_qos(link.config.prefetch, BasicQosOptions::default())
@@ -115,25 +127,38 @@ pub(crate) async fn open_queue(
         .queue_declare(plan.name().as_str().into(), options, args)
         .await?;
     let name = queue.name().to_string();
+    Ok((channel, name))
+}
+
+/// Binds `queue` to `exchange` with `pattern`.
+pub(crate) async fn bind(
+    channel: &Channel,
+    queue: &str,
+    exchange: &str,
+    pattern: &str,
+) -> Result<(), lapin::Error> {
     channel
         .queue_bind(
-            name.as_str().into(),
+            queue.into(),
             exchange.into(),
             pattern.into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
-        .await?;
-    let consumer = channel
+        .await
+}
+
+/// Starts consuming `queue`, always with explicit acks, so `prefetch` bounds
+/// what this process holds.
+pub(crate) async fn consume(channel: &Channel, queue: &str) -> Result<Consumer, lapin::Error> {
+    channel
         .basic_consume(
-            name.as_str().into(),
+            queue.into(),
             "".into(),
-            // Always acknowledged, so `prefetch` bounds what this process holds.
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
-        .await?;
-    Ok((channel, consumer, name))
+        .await
 }
 
 /// Cancels the consumer, deletes the queue unless it is a group's, closes the channel.
@@ -150,9 +175,9 @@ pub(crate) async fn close_queue(channel: &Channel, consumer: &Consumer, queue: &
 }
 
 /// Deliveries acknowledged together (they are in the subscriber's queue already).
-const ACK_BATCH: usize = 64;
+pub(crate) const ACK_BATCH: usize = 64;
 /// A pause in the stream this long acknowledges what was taken so far.
-const ACK_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+pub(crate) const ACK_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// How long an ack or reject may take. lapin's never finishes on a
 /// connection the network dropped; the consumer notices the loss itself.
@@ -166,7 +191,7 @@ pub(crate) async fn bounded<T>(settle: impl std::future::Future<Output = T>) {
 /// Acknowledges every delivery up to the last one taken — unless connection
 /// `generation` is gone already: then the broker has requeued them, and an ack
 /// could only hang.
-async fn flush_ack(
+pub(crate) async fn flush_ack(
     unacked: &mut Option<lapin::Acker>,
     count: &mut usize,
     link: &Link,
@@ -245,6 +270,21 @@ impl Attempts {
     }
 }
 
+/// Decodes an AMQP delivery into what a subscriber receives: topic, message,
+/// headers and the AMQP message id.
+pub(crate) fn to_delivery<M: DeserializeOwned>(
+    link: &Link,
+    delivery: &lapin::message::Delivery,
+) -> Result<Delivery<M>, String> {
+    let (topic, message) = link.decode::<M>(delivery)?;
+    let headers = super::headers::decode(delivery.properties.headers().as_ref());
+    let mut d = Delivery::new(topic, Arc::new(message)).with_headers(headers);
+    if let Some(id) = delivery.properties.message_id() {
+        d = d.with_id(id.as_str());
+    }
+    Ok(d)
+}
+
 /// Runs one subscription until the subscriber goes away or the bus stops.
 ///
 /// Set-up is retried with back-off on the same connection (a channel-level
@@ -308,8 +348,11 @@ pub(crate) async fn run<M: DeserializeOwned + Send + Sync + 'static>(
                     break;
                 }
             };
-            let (topic, message) = match link.decode::<M>(&delivery) {
-                Ok(decoded) => decoded,
+            link.health
+                .received
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let d = match to_delivery::<M>(&link, &delivery) {
+                Ok(d) => d,
                 Err(why) => {
                     link.rejected(
                         delivery.routing_key.as_str(),
@@ -321,11 +364,6 @@ pub(crate) async fn run<M: DeserializeOwned + Send + Sync + 'static>(
                     continue;
                 }
             };
-            let headers = super::headers::decode(delivery.properties.headers().as_ref());
-            let mut d = Delivery::new(topic, Arc::new(message)).with_headers(headers);
-            if let Some(id) = delivery.properties.message_id() {
-                d = d.with_id(id.as_str());
-            }
             let acker = delivery.acker;
             if at_most_once {
                 // Acked on arrival, in batches like at-least-once (not
