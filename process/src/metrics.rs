@@ -13,13 +13,15 @@
 //! - **Odd topic text**: label values are escaped as the text format says
 //!   (backslash, double quote, line feed).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use telamon_sdk::bus::{Instruments, QueueCounters};
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use telamon_sdk::bus::{InstrumentKind, Instruments, QueueCounters};
 use telamon_sdk::{Pattern, RequestError, Topic};
 
 /// Counters of one topic.
@@ -212,9 +214,21 @@ impl Metrics {
         stats.count.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Prometheus text exposition of everything recorded.
+    /// Everything recorded, in the OpenMetrics text format (which Prometheus
+    /// scrapes; served with [`CONTENT_TYPE`]), written by `prometheus-client`.
     pub fn render(&self) -> String {
+        let scrape = self.snapshot();
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(scrape));
         let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+
+    /// The values of this moment, to be encoded.
+    fn snapshot(&self) -> Scrape {
+        let mut scrape = Scrape::default();
         let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
         let mut names: Vec<(&str, &TopicCounters)> =
             topics.iter().map(|(t, c)| (t.as_str(), &**c)).collect();
@@ -223,67 +237,72 @@ impl Metrics {
             names.push((OVERFLOW_TOPIC, &self.overflow));
         }
         for (metric, help, pick) in [
+            ("telamon_published", "Publishes accepted by the router.", 0),
             (
-                "telamon_published_total",
-                "Publishes accepted by the router.",
-                0,
-            ),
-            (
-                "telamon_delivered_total",
+                "telamon_delivered",
                 "Messages placed in subscriber queues.",
                 1,
             ),
             (
-                "telamon_dropped_total",
+                "telamon_dropped",
                 "Messages lost to full drop-oldest queues or unrouted drops.",
                 2,
             ),
         ] {
-            let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
+            let family = scrape.family(metric, help, MetricType::Counter);
             for (t, c) in &names {
                 let v = [&c.published, &c.delivered, &c.dropped][pick].load(Ordering::Relaxed);
-                let _ = writeln!(out, "{metric}{{topic=\"{}\"}} {v}", escape(t));
+                family.push(vec![("topic", t.to_string())], Sample::Counter(v));
             }
         }
         drop(names);
         drop(topics);
-        let _ = writeln!(
-            out,
-            "# HELP telamon_unrouted_total Publishes that matched no route.\n# TYPE telamon_unrouted_total counter\ntelamon_unrouted_total {}",
-            self.unrouted_total()
-        );
+        scrape
+            .family(
+                "telamon_unrouted",
+                "Publishes that matched no route.",
+                MetricType::Counter,
+            )
+            .push(
+                Vec::<(&str, String)>::new(),
+                Sample::Counter(self.unrouted_total()),
+            );
         let buses = self.buses.lock().unwrap_or_else(|e| e.into_inner());
         for (metric, help, kind) in [
             (
                 "telamon_bus_connected",
                 "1 while the bus is connected to its broker.",
-                "gauge",
+                MetricType::Gauge,
             ),
             (
-                "telamon_bus_reconnects_total",
+                "telamon_bus_reconnects",
                 "Broker connections re-established after a loss.",
-                "counter",
+                MetricType::Counter,
             ),
             (
-                "telamon_bus_malformed_total",
+                "telamon_bus_malformed",
                 "Bodies rejected because they could not be decoded.",
-                "counter",
+                MetricType::Counter,
             ),
             (
-                "telamon_bus_received_total",
+                "telamon_bus_received",
                 "Subscription deliveries received from the broker (once per message per queue).",
-                "counter",
+                MetricType::Counter,
             ),
         ] {
-            let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} {kind}");
+            let family = scrape.family(metric, help, kind);
             for (id, h) in buses.iter() {
-                let v = match metric {
-                    "telamon_bus_connected" => u64::from(h.connected.load(Ordering::Relaxed)),
-                    "telamon_bus_reconnects_total" => h.reconnects.load(Ordering::Relaxed),
-                    "telamon_bus_received_total" => h.received.load(Ordering::Relaxed),
-                    _ => h.malformed.load(Ordering::Relaxed),
+                let sample = match metric {
+                    "telamon_bus_connected" => {
+                        Sample::Gauge(i64::from(h.connected.load(Ordering::Relaxed)))
+                    }
+                    "telamon_bus_reconnects" => {
+                        Sample::Counter(h.reconnects.load(Ordering::Relaxed))
+                    }
+                    "telamon_bus_received" => Sample::Counter(h.received.load(Ordering::Relaxed)),
+                    _ => Sample::Counter(h.malformed.load(Ordering::Relaxed)),
                 };
-                let _ = writeln!(out, "{metric}{{bus=\"{}\"}} {v}", escape(id));
+                family.push(vec![("bus", id.clone())], sample);
             }
         }
         drop(buses);
@@ -299,12 +318,16 @@ impl Metrics {
                 *lag.entry(p.as_str().to_owned()).or_default() += c.lagged();
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP telamon_lagged Messages live drop-oldest subscriptions missed, by pattern.\n# TYPE telamon_lagged gauge"
+        let family = scrape.family(
+            "telamon_lagged",
+            "Messages live drop-oldest subscriptions missed, by pattern.",
+            MetricType::Gauge,
         );
         for (p, v) in lag {
-            let _ = writeln!(out, "telamon_lagged{{pattern=\"{}\"}} {v}", escape(&p));
+            family.push(
+                vec![("pattern", p)],
+                Sample::Gauge(i64::try_from(v).unwrap_or(i64::MAX)),
+            );
         }
         let requests = self.requests.read().unwrap_or_else(|e| e.into_inner());
         let mut names: Vec<(&str, &RequestStats)> =
@@ -313,9 +336,10 @@ impl Metrics {
         if requests.len() >= self.max_topics {
             names.push((OVERFLOW_TOPIC, &self.overflow_requests));
         }
-        let _ = writeln!(
-            out,
-            "# HELP telamon_requests_total Requests by topic and outcome.\n# TYPE telamon_requests_total counter"
+        let family = scrape.family(
+            "telamon_requests",
+            "Requests by topic and outcome.",
+            MetricType::Counter,
         );
         for (t, s) in &names {
             for (outcome, c) in [
@@ -325,42 +349,130 @@ impl Metrics {
                 ("no-responder", &s.no_responder),
                 ("error", &s.other_error),
             ] {
-                let _ = writeln!(
-                    out,
-                    "telamon_requests_total{{topic=\"{}\",outcome=\"{outcome}\"}} {}",
-                    escape(t),
-                    c.load(Ordering::Relaxed)
+                family.push(
+                    vec![("topic", t.to_string()), ("outcome", outcome.to_owned())],
+                    Sample::Counter(c.load(Ordering::Relaxed)),
                 );
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP telamon_request_latency_seconds Request round-trip time.\n# TYPE telamon_request_latency_seconds histogram"
+        let family = scrape.family(
+            "telamon_request_latency_seconds",
+            "Request round-trip time.",
+            MetricType::Histogram,
         );
         for (t, s) in &names {
-            let topic = escape(t);
-            let mut cumulative = 0;
-            for (i, bound) in LATENCY_BUCKETS_US.iter().enumerate() {
-                cumulative += s.buckets[i].load(Ordering::Relaxed);
-                let _ = writeln!(
-                    out,
-                    "telamon_request_latency_seconds_bucket{{topic=\"{topic}\",le=\"{}\"}} {cumulative}",
-                    *bound as f64 / 1e6
-                );
-            }
             let count = s.count.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "telamon_request_latency_seconds_bucket{{topic=\"{topic}\",le=\"+Inf\"}} {count}\ntelamon_request_latency_seconds_sum{{topic=\"{topic}\"}} {}\ntelamon_request_latency_seconds_count{{topic=\"{topic}\"}} {count}",
-                s.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+            let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_US
+                .iter()
+                .zip(&s.buckets)
+                .map(|(bound, n)| (*bound as f64 / 1e6, n.load(Ordering::Relaxed)))
+                .collect();
+            let counted: u64 = buckets.iter().map(|(_, n)| n).sum();
+            // f64::MAX is the encoder's `+Inf`.
+            buckets.push((f64::MAX, count.saturating_sub(counted)));
+            family.push(
+                vec![("topic", t.to_string())],
+                Sample::Histogram {
+                    sum: s.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
+                    count,
+                    buckets,
+                },
             );
         }
         drop(names);
         drop(requests);
         if let Some(instruments) = self.instruments.get() {
-            render_instruments(&mut out, instruments);
+            add_instruments(&mut scrape, instruments);
         }
-        out
+        scrape
+    }
+}
+
+/// The content type of [`Metrics::render`]'s text.
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// One scrape's values, handed to `prometheus-client` to encode.
+#[derive(Debug, Default)]
+struct Scrape {
+    families: Vec<Family>,
+}
+
+/// One metric and its series.
+#[derive(Debug)]
+struct Family {
+    /// For counters without the `_total` the encoder adds.
+    name: String,
+    help: String,
+    kind: MetricType,
+    series: Vec<(Vec<(Cow<'static, str>, String)>, Sample)>,
+}
+
+#[derive(Debug)]
+enum Sample {
+    Counter(u64),
+    Gauge(i64),
+    Histogram {
+        sum: f64,
+        count: u64,
+        /// Per bucket, not cumulative: (upper bound, count).
+        buckets: Vec<(f64, u64)>,
+    },
+}
+
+impl Scrape {
+    fn family(&mut self, name: &str, help: &str, kind: MetricType) -> &mut Family {
+        let name = match kind {
+            MetricType::Counter => name.strip_suffix("_total").unwrap_or(name),
+            _ => name,
+        };
+        if let Some(i) = self.families.iter().position(|f| f.name == name) {
+            return &mut self.families[i];
+        }
+        self.families.push(Family {
+            name: name.to_owned(),
+            help: help.replace('\\', "\\\\").replace('\n', "\\n"),
+            kind,
+            series: Vec::new(),
+        });
+        let last = self.families.len() - 1;
+        &mut self.families[last]
+    }
+}
+
+impl Family {
+    /// Adds a series; label values are escaped here (the encoder writes them as given).
+    fn push<K: Into<Cow<'static, str>>>(&mut self, labels: Vec<(K, String)>, sample: Sample) {
+        let labels = labels
+            .into_iter()
+            .map(|(k, v)| (k.into(), escape(&v)))
+            .collect();
+        self.series.push((labels, sample));
+    }
+}
+
+impl prometheus_client::collector::Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        for family in &self.families {
+            let mut metric =
+                encoder.encode_descriptor(&family.name, &family.help, None, family.kind)?;
+            for (labels, sample) in &family.series {
+                let labels: Vec<(&str, &str)> = labels
+                    .iter()
+                    .map(|(k, v)| (k.as_ref(), v.as_str()))
+                    .collect();
+                let mut series = metric.encode_family(&labels)?;
+                match sample {
+                    Sample::Counter(v) => series.encode_counter::<NoLabelSet, _, u64>(v, None)?,
+                    Sample::Gauge(v) => series.encode_gauge(v)?,
+                    Sample::Histogram {
+                        sum,
+                        count,
+                        buckets,
+                    } => series.encode_histogram::<NoLabelSet>(*sum, *count, buckets, None)?,
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -387,30 +499,19 @@ fn entry<T: Default>(
     write.entry(topic.clone()).or_default().clone()
 }
 
-/// Module instruments, grouped by name: one `# HELP`/`# TYPE` per name.
-fn render_instruments(out: &mut String, instruments: &Instruments) {
+/// Module instruments, one family per name, series in registration order.
+fn add_instruments(scrape: &mut Scrape, instruments: &Instruments) {
     let mut series = instruments.snapshot();
-    // Stable: registration order within a name.
     series.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut last: Option<&str> = None;
-    for s in &series {
-        if last != Some(s.name.as_str()) {
-            let _ = writeln!(
-                out,
-                "# HELP {} {}\n# TYPE {} {}",
-                s.name,
-                s.help.replace('\\', "\\\\").replace('\n', "\\n"),
-                s.name,
-                s.kind().as_str()
-            );
-            last = Some(s.name.as_str());
-        }
-        let labels: Vec<String> = s
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-            .collect();
-        let _ = writeln!(out, "{}{{{}}} {}", s.name, labels.join(","), s.value());
+    for s in series {
+        let (kind, sample) = match s.kind() {
+            InstrumentKind::Counter => (
+                MetricType::Counter,
+                Sample::Counter(u64::try_from(s.value()).unwrap_or(0)),
+            ),
+            InstrumentKind::Gauge => (MetricType::Gauge, Sample::Gauge(s.value())),
+        };
+        scrape.family(&s.name, &s.help, kind).push(s.labels, sample);
     }
 }
 

@@ -13,7 +13,7 @@ use crate::error::{ConfigError, ProcessError};
 use crate::in_memory_bus::InMemoryClass;
 use crate::loaded_config::{BusTable, Config};
 use crate::metrics::Metrics;
-use crate::metrics_endpoint;
+use crate::metrics_endpoint::{self, ReadinessCheck};
 use crate::process_config::ProcessConfig;
 use crate::registration::{BuildError, Instance, Registration};
 use crate::router::Router;
@@ -237,10 +237,13 @@ impl<M: Message> Process<M> {
             shutdown_timeout: spec.process.shutdown_timeout,
             modules: instances.iter().map(|(id, _)| id.clone()).collect(),
         };
-        let running = running.init_modules(&instances).await?;
-        let running = running.serve_metrics(&spec).await?;
-        lifecycle.mark_ready();
+        // Served before the modules initialise, so `/ready` says which are not yet.
+        let pending = Arc::new(std::sync::Mutex::new(running.modules.clone()));
+        let running = running.serve_endpoint(&spec, pending.clone()).await?;
+        let running = running.init_modules(&instances, &pending).await?;
+        // Logged before any module task runs, so the log reads in order.
         tracing::info!(modules = ?running.modules, "process started");
+        lifecycle.mark_ready();
         Ok(running)
     }
 
@@ -328,7 +331,11 @@ pub struct StopReport {
 
 impl<M: Message> RunningProcess<M> {
     /// Initialises the modules in order; the first failure stops what started.
-    async fn init_modules(self, instances: &Instances<M>) -> Result<Self, ProcessError> {
+    async fn init_modules(
+        self,
+        instances: &Instances<M>,
+        pending: &std::sync::Mutex<Vec<String>>,
+    ) -> Result<Self, ProcessError> {
         for (id, instance) in instances {
             tracing::debug!(module = %id, "initialising");
             if let Err(e) = instance.init(self.context(id.as_str())).await {
@@ -338,19 +345,51 @@ impl<M: Message> RunningProcess<M> {
                     message: e.to_string(),
                 });
             }
+            pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|m| m != id);
         }
         Ok(self)
     }
 
-    /// Opens `/metrics` when `[metrics]` is configured.
-    async fn serve_metrics(mut self, spec: &ProcessConfig) -> Result<Self, ProcessError> {
+    /// What `/ready` reports: modules not initialised yet, buses not connected.
+    fn readiness(&self, pending: Arc<std::sync::Mutex<Vec<String>>>) -> ReadinessCheck {
+        let buses = self.buses.clone();
+        Arc::new(move || {
+            let mut missing: Vec<String> = pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|m| format!("module `{m}`: not initialised"))
+                .collect();
+            for bus in &buses {
+                let stats = bus.stats();
+                if !stats.connected {
+                    missing.push(match stats.refused {
+                        Some(why) => format!("bus `{}`: the broker refuses {why}", bus.id()),
+                        None => format!("bus `{}`: not connected", bus.id()),
+                    });
+                }
+            }
+            missing
+        })
+    }
+
+    /// Opens `/metrics`, `/health` and `/ready` when `[metrics]` is configured.
+    async fn serve_endpoint(
+        mut self,
+        spec: &ProcessConfig,
+        pending: Arc<std::sync::Mutex<Vec<String>>>,
+    ) -> Result<Self, ProcessError> {
         let Some(m) = &spec.metrics else {
             return Ok(self);
         };
         let stop = self.endpoint_stop.clone();
-        match metrics_endpoint::serve(&m.address, self.metrics.clone(), stop).await {
+        let ready = self.readiness(pending);
+        match metrics_endpoint::serve(&m.address, self.metrics.clone(), ready, stop).await {
             Ok(addr) => {
-                tracing::info!(address = %addr, "metrics at http://{addr}/metrics");
+                tracing::info!(address = %addr, "metrics at http://{addr}/metrics, also /health and /ready");
                 self.metrics_address = Some(addr);
                 Ok(self)
             }
