@@ -33,6 +33,8 @@ struct State {
     frozen: bool,
     /// New connections are accepted.
     open: bool,
+    /// New connections are closed as soon as they are accepted.
+    refusing: bool,
 }
 
 /// The proxy; it stops (and ends every connection) when dropped.
@@ -54,6 +56,7 @@ impl TcpProxy {
             generation: 0,
             frozen: false,
             open: true,
+            refusing: false,
         });
         let watcher = state.subscribe();
         tokio::spawn(async move {
@@ -63,6 +66,10 @@ impl TcpProxy {
                     _ = rx.wait_for(|s| !s.open) => return,
                 };
                 let Ok((inbound, _)) = accepted else { return };
+                if watcher.borrow().refusing {
+                    drop(inbound);
+                    continue;
+                }
                 let _ = inbound.set_nodelay(true);
                 let Ok(outbound) = TcpStream::connect(target).await else {
                     continue;
@@ -101,6 +108,21 @@ impl TcpProxy {
             s.generation += 1;
             s.frozen = false;
         });
+    }
+
+    /// Ends every connection and closes new ones at once, until
+    /// [`admit`](Self::admit): a server that is down for a while.
+    pub fn refuse(&self) {
+        self.state.send_modify(|s| {
+            s.generation += 1;
+            s.frozen = false;
+            s.refusing = true;
+        });
+    }
+
+    /// Forwards new connections again after [`refuse`](Self::refuse).
+    pub fn admit(&self) {
+        self.state.send_modify(|s| s.refusing = false);
     }
 
     /// Ends every connection and accepts no more.

@@ -22,9 +22,11 @@
 //!   after acknowledging everything dispatched so far — and so holds back the
 //!   other subscriptions of this queue too, as a full `wait` subscriber holds
 //!   back the publisher on the in-process bus. The broker stops pushing after
-//!   `prefetch` unacknowledged deliveries and keeps the rest; this process
-//!   holds at most `prefetch` deliveries + the local queues. A subscriber that
-//!   must not be held back by another uses `drop-oldest`, or the bus
+//!   `prefetch` unacknowledged deliveries and keeps the rest; the hand-over
+//!   between the two tasks holds at most `prefetch` deliveries (the control
+//!   task stops taking from the broker when it is full), so this process
+//!   holds at most `prefetch` + the local queues. A subscriber that must not
+//!   be held back by another uses `drop-oldest`, or the bus
 //!   `shared-queue = false`.
 //! - **At-least-once**: a delivery is acknowledged once every matching
 //!   subscription took it. After a lost connection the unacknowledged ones
@@ -32,20 +34,30 @@
 //!   them already (at most `prefetch`, with the same message id).
 //! - **Malformed body or routing key**: logged, counted, rejected without
 //!   requeue (dead-lettered when `dead-letter-exchange` is set).
-//! - **Connection lost**: the control task waits for the next connection,
-//!   re-declares the queue and binds every pattern in use before it consumes
-//!   again; deliveries forwarded from the lost connection are not dispatched
-//!   (the broker sends them again). Subscriptions made meanwhile are bound
-//!   then. The at-least-once queue outlives the gap (`queue-expiry`).
+//! - **Connection or channel lost**: the control task re-opens — on the next
+//!   connection when the connection went — re-declares the queue and binds
+//!   every pattern in use (one at a time: ~1.5 ms each here) before it
+//!   consumes again. Deliveries taken on the old channel and not yet
+//!   dispatched are dropped (each channel has its own number; the broker
+//!   sends them again). Subscriptions made meanwhile are bound then. The
+//!   at-least-once queue outlives the gap (`queue-expiry`) with its
+//!   bindings, so nothing is lost while they are re-bound; at-most-once
+//!   queues are new, and publishing re-opens after at most 3 s even if
+//!   thousands of bindings are not back yet.
 //! - **A bind refused** (or not answered within `connection-timeout`): that
-//!   `subscribe` fails; the channel is re-opened and the other patterns
-//!   re-bound.
+//!   `subscribe` fails. A pattern the broker refuses while the queue is
+//!   re-opened (subscribed while disconnected) is dropped with an `error` log
+//!   naming it, and the others are bound without it.
 //! - **Subscriber dropped**: it leaves the index at once; its pattern is
 //!   unbound when no other subscription uses it — lazily, after any waiting
-//!   subscribe (see [`Bindings`]). Deliveries that match no one are
-//!   acknowledged and dropped, as a publish with no subscriber is on the
-//!   in-process bus.
-//! - **Bus stopped**: the consumer is cancelled and the queue deleted.
+//!   subscribe, and between deliveries (see [`Bindings`]). Deliveries that
+//!   match no one are acknowledged and dropped, as a publish with no
+//!   subscriber is on the in-process bus. A new subscription may see a
+//!   message published just before it, when another subscription's binding
+//!   had already brought it.
+//! - **Bus stopped**: the consumer is cancelled, the queue deleted, and
+//!   every subscription ends (`recv` returns `None` once drained); every
+//!   broker call on the way is bounded by `connection-timeout`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,7 +65,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::BasicRejectOptions;
+use lapin::options::{BasicRejectOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Consumer};
 use serde::de::DeserializeOwned;
@@ -66,12 +78,33 @@ use tokio_util::task::TaskTracker;
 use crate::rabbit::config::DeliveryMode;
 use crate::rabbit::link::{Link, Live};
 use crate::rabbit::subscription::{
-    ACK_BATCH, ACK_PAUSE, Attempts, QueuePlan, bind, bounded, close_queue, consume, declare_queue,
-    flush_ack, to_delivery,
+    ACK_BATCH, ACK_PAUSE, Attempts, QueuePlan, bind, bounded, consume, declare_queue, flush_ack,
+    to_delivery,
 };
 
-/// The local subscriptions, matched per delivery.
-type Index<M> = Arc<RwLock<PatternIndex<SubscriptionSender<M>>>>;
+/// The local subscriptions, matched per delivery; closed (and emptied) when
+/// the bus stops, so every subscription ends.
+struct Local<M> {
+    closed: bool,
+    index: PatternIndex<SubscriptionSender<M>>,
+}
+
+type Index<M> = Arc<RwLock<Local<M>>>;
+
+/// Closes the index when the dispatch task ends, however it ends.
+struct CloseOnDrop<M>(Index<M>);
+
+impl<M> Drop for CloseOnDrop<M> {
+    fn drop(&mut self) {
+        let emptied = {
+            let mut local = write(&self.0);
+            local.closed = true;
+            std::mem::take(&mut local.index)
+        };
+        // The senders go after the lock is released.
+        drop(emptied);
+    }
+}
 
 /// What `subscribe` and a dropped subscription ask of the control task.
 enum Command {
@@ -81,8 +114,10 @@ enum Command {
     Unbind(String),
 }
 
-/// A delivery on its way from the control task to the dispatch task.
+/// A delivery on its way from the control task to the dispatch task, with
+/// the number of the channel it came on.
 struct Inbound {
+    channel: u64,
     generation: u64,
     delivery: lapin::message::Delivery,
 }
@@ -105,13 +140,25 @@ impl<M: DeserializeOwned + Send + Sync + 'static> SharedQueue<M> {
         stop: CancellationToken,
         tasks: &TaskTracker,
     ) -> Self {
-        let index: Index<M> = Arc::new(RwLock::new(PatternIndex::new()));
+        let index: Index<M> = Arc::new(RwLock::new(Local {
+            closed: false,
+            index: PatternIndex::new(),
+        }));
         let (commands, requests) = mpsc::unbounded_channel();
-        // Unbounded, yet bounded by the broker: it sends at most `prefetch`
-        // unacknowledged deliveries, and only the dispatch task acknowledges.
-        let (forward, inbound) = mpsc::unbounded_channel();
-        tasks.spawn(control(link.clone(), plan, requests, forward, stop.clone()));
-        tasks.spawn(dispatch(link, index.clone(), inbound, stop));
+        // The broker sends at most `prefetch` unacknowledged deliveries per
+        // channel and only the dispatch task acknowledges; across re-opened
+        // channels the control task stops taking deliveries when this is full.
+        let (forward, inbound) = mpsc::channel(usize::from(link.config.prefetch));
+        let current = Arc::new(AtomicU64::new(0));
+        tasks.spawn(control(
+            link.clone(),
+            plan,
+            requests,
+            forward,
+            current.clone(),
+            stop.clone(),
+        ));
+        tasks.spawn(dispatch(link, index.clone(), inbound, current, stop));
         SharedQueue {
             index,
             commands,
@@ -128,12 +175,18 @@ impl<M: DeserializeOwned + Send + Sync + 'static> SharedQueue<M> {
     ) -> Result<(Remove, oneshot::Receiver<Result<(), String>>), ()> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let text = pattern.as_str().to_owned();
-        // In the index before the binding exists: nothing routed to it is missed.
-        write(&self.index).insert(id, &pattern, sender);
+        {
+            // In the index before the binding exists: nothing routed to it is missed.
+            let mut local = write(&self.index);
+            if local.closed {
+                return Err(());
+            }
+            local.index.insert(id, &pattern, sender);
+        }
         let (index, commands) = (self.index.clone(), self.commands.clone());
         let remove: Remove = Box::new(move || {
             // The sender is dropped after the lock is released.
-            let removed = write(&index).remove(id, &pattern);
+            let removed = write(&index).index.remove(id, &pattern);
             drop(removed);
             let _ = commands.send(Command::Unbind(pattern.as_str().to_owned()));
         });
@@ -155,19 +208,21 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 }
 
 /// The patterns in use, with how many subscriptions use each; the
-/// subscriptions waiting for the next connection to be bound; and the patterns
-/// no one uses any more that are still bound.
+/// subscriptions waiting for the next channel to be bound; and the patterns
+/// no one uses any more that may still be bound.
 ///
-/// Unbinding is lazy: a binding costs the broker a few milliseconds to remove,
-/// so when thousands of subscriptions go at once a new `subscribe` must not
-/// queue behind their unbinds. Binds are answered first; stale bindings are
-/// removed one at a time when no command waits, and a pattern subscribed
-/// again before its turn simply stays bound. Meanwhile what a stale binding
-/// brings matches no one and is acknowledged and dropped.
+/// Unbinding is lazy: a binding costs the broker milliseconds to remove, so
+/// when thousands of subscriptions go at once a new `subscribe` must not
+/// queue behind their unbinds, nor deliveries stop for them. Binds are
+/// answered first; stale bindings are removed one at a time when nothing else
+/// waits (and one per [`ACK_BATCH`] deliveries under load). A pattern
+/// subscribed again is bound again (binding is idempotent; whether a stale
+/// binding survived a reconnect is not known). Meanwhile what a stale
+/// binding brings matches no one and is acknowledged and dropped.
 #[derive(Default)]
 struct Bindings {
     counts: HashMap<String, usize>,
-    waiting: Vec<oneshot::Sender<Result<(), String>>>,
+    waiting: Vec<(String, oneshot::Sender<Result<(), String>>)>,
     stale: HashSet<String>,
 }
 
@@ -177,8 +232,9 @@ impl Bindings {
     fn offline(&mut self, command: Command) {
         match command {
             Command::Bind(pattern, ready) => {
-                *self.counts.entry(pattern).or_default() += 1;
-                self.waiting.push(ready);
+                self.stale.remove(&pattern);
+                *self.counts.entry(pattern.clone()).or_default() += 1;
+                self.waiting.push((pattern, ready));
             }
             Command::Unbind(pattern) => self.release(pattern),
         }
@@ -204,16 +260,16 @@ impl Bindings {
         channel: &Channel,
         queue: &str,
     ) -> Result<(), String> {
-        let exchange = link.config.exchange.as_str();
         match command {
             Command::Bind(pattern, ready) => {
-                let still_bound = self.stale.remove(&pattern);
+                self.stale.remove(&pattern);
                 let n = self.counts.entry(pattern.clone()).or_default();
                 *n += 1;
-                if *n > 1 || still_bound {
+                if *n > 1 {
                     let _ = ready.send(Ok(()));
                     return Ok(());
                 }
+                let exchange = link.config.exchange.as_str();
                 let bound = deadline(link, bind(channel, queue, exchange, &pattern)).await;
                 let _ = ready.send(bound.clone());
                 bound
@@ -251,8 +307,21 @@ impl Bindings {
 
     /// Answers every waiting subscription.
     fn answer(&mut self, outcome: Result<(), String>) {
-        for ready in self.waiting.drain(..) {
+        for (_, ready) in self.waiting.drain(..) {
             let _ = ready.send(outcome.clone());
+        }
+    }
+
+    /// The broker refused `pattern`: its subscriptions are told (if they are
+    /// still waiting) and it is no longer bound.
+    fn refuse(&mut self, pattern: &str, why: &str) {
+        self.counts.remove(pattern);
+        let (refused, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|(p, _)| p == pattern);
+        self.waiting = rest;
+        for (_, ready) in refused {
+            let _ = ready.send(Err(why.to_owned()));
         }
     }
 }
@@ -270,28 +339,59 @@ async fn deadline<T>(
     }
 }
 
+/// Closes a channel, bounded like every other call.
+async fn close(link: &Link, channel: &Channel, why: &str) {
+    let _ = deadline(link, channel.close(200, why.into())).await;
+}
+
+/// Why a queue could not be opened.
+enum OpenError {
+    /// The broker refused to bind this pattern.
+    Refused(String, String),
+    /// Anything else: retry later.
+    Failed(String),
+}
+
 /// Declares the queue, binds every pattern in use and starts consuming.
 async fn open(
     link: &Link,
     live: &Live,
     plan: &QueuePlan,
     patterns: impl Iterator<Item = &String>,
-) -> Result<(Channel, Consumer, String), String> {
-    let (channel, queue) = deadline(link, declare_queue(link, live, plan)).await?;
+) -> Result<(Channel, Consumer, String), OpenError> {
+    let (channel, queue) = deadline(link, declare_queue(link, live, plan))
+        .await
+        .map_err(OpenError::Failed)?;
     let exchange = link.config.exchange.as_str();
+    let mut failed = None;
     for pattern in patterns {
-        if let Err(e) = deadline(link, bind(&channel, &queue, exchange, pattern)).await {
-            let _ = channel.close(200, "set-up failed".into()).await;
-            return Err(format!("binding `{pattern}`: {e}"));
+        if let Err(why) = deadline(link, bind(&channel, &queue, exchange, pattern)).await {
+            failed = Some(OpenError::Refused(pattern.clone(), why));
+            break;
         }
     }
-    match deadline(link, consume(&channel, &queue)).await {
-        Ok(consumer) => Ok((channel, consumer, queue)),
-        Err(e) => {
-            let _ = channel.close(200, "set-up failed".into()).await;
-            Err(e)
-        }
+    let failed = match failed {
+        Some(failed) => failed,
+        None => match deadline(link, consume(&channel, &queue)).await {
+            Ok(consumer) => return Ok((channel, consumer, queue)),
+            Err(why) => OpenError::Failed(why),
+        },
+    };
+    if matches!(plan, QueuePlan::Private) {
+        // Exclusive and never consumed, it would fill until the connection goes.
+        let _ = deadline(link, delete_queue(live, &queue)).await;
     }
+    close(link, &channel, "set-up failed").await;
+    Err(failed)
+}
+
+/// Deletes `queue` on a channel of its own (the set-up channel may be closed).
+async fn delete_queue(live: &Live, queue: &str) -> Result<(), lapin::Error> {
+    let channel = live.connection.create_channel().await?;
+    channel
+        .queue_delete(queue.into(), QueueDeleteOptions::default())
+        .await?;
+    channel.close(200, "deleted".into()).await
 }
 
 /// Owns the channel: (re-)declares, binds, consumes and forwards, until `stop`.
@@ -299,13 +399,16 @@ async fn control(
     link: Arc<Link>,
     plan: QueuePlan,
     mut commands: mpsc::UnboundedReceiver<Command>,
-    forward: mpsc::UnboundedSender<Inbound>,
+    forward: mpsc::Sender<Inbound>,
+    current: Arc<AtomicU64>,
     stop: CancellationToken,
 ) {
     let mut attempts = Attempts::new(&link, None);
     let mut bindings = Bindings::default();
+    let mut channels = 0u64;
     loop {
-        // Subscriptions come and go while there is no connection too.
+        current.store(0, Ordering::Release);
+        // Subscriptions come and go while there is no channel too.
         let live = {
             let next = attempts.next(&link, &stop);
             tokio::pin!(next);
@@ -324,12 +427,18 @@ async fn control(
         tokio::pin!(gone);
         let opened = tokio::select! {
             _ = stop.cancelled() => return,
-            _ = &mut gone => Err("connection lost".to_owned()),
+            _ = &mut gone => Err(OpenError::Failed("connection lost".to_owned())),
             opened = open(&link, &live, &plan, bindings.counts.keys()) => opened,
         };
         let (channel, mut consumer, queue) = match opened {
             Ok(opened) => opened,
-            Err(why) => {
+            Err(OpenError::Refused(pattern, why)) => {
+                tracing::error!(bus = %link.bus, pattern = %pattern, error = %why, "the broker refuses to bind this pattern; its subscriptions get nothing");
+                bindings.refuse(&pattern, &why);
+                attempts.lost(&link, &live);
+                continue;
+            }
+            Err(OpenError::Failed(why)) => {
                 tracing::warn!(bus = %link.bus, error = %why, "cannot set up the subscription queue; retrying");
                 bindings.answer(Err(why));
                 attempts.lost(&link, &live);
@@ -340,77 +449,96 @@ async fn control(
             // A new server-named queue: nothing stale is bound to it.
             bindings.stale.clear();
         }
+        channels += 1;
+        current.store(channels, Ordering::Release);
         attempts.bound(&link, &live);
         bindings.answer(Ok(()));
         tracing::debug!(bus = %link.bus, queue = %queue, patterns = bindings.counts.len(), "shared subscription queue bound");
-        loop {
+        let mut since_unbind = 0usize;
+        let why = loop {
+            let room = forward.capacity() > 0;
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => {
-                    close_queue(&channel, &consumer, &queue, true).await;
+                    let _ = deadline(&link, consumer_cancel(&channel, &consumer)).await;
+                    let _ = deadline(&link, channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())).await;
+                    close(&link, &channel, "bus stopped").await;
                     return;
                 }
-                _ = &mut gone => {
-                    attempts.lost(&link, &live);
-                    break;
-                }
+                _ = &mut gone => break None,
                 Some(command) = commands.recv() => {
                     if let Err(why) = bindings.online(command, &link, &channel, &queue).await {
-                        tracing::warn!(bus = %link.bus, error = %why, "binding failed; re-opening the subscription queue");
-                        let _ = channel.close(200, "binding failed".into()).await;
-                        attempts.lost(&link, &live);
-                        break;
+                        break Some(format!("binding failed: {why}"));
                     }
                 }
-                _ = std::future::ready(()), if !bindings.stale.is_empty() => {
-                    if let Err(why) = bindings.unbind_one(&link, &channel, &queue).await {
-                        tracing::warn!(bus = %link.bus, error = %why, "unbinding failed; re-opening the subscription queue");
-                        let _ = channel.close(200, "unbinding failed".into()).await;
-                        attempts.lost(&link, &live);
-                        break;
-                    }
-                }
-                next = consumer.next() => match next {
+                // Wakes the loop when the dispatch task has made room.
+                permit = forward.reserve(), if !room => drop(permit),
+                next = consumer.next(), if room => match next {
                     // lapin hands out what it had buffered even after the
                     // connection failed; those come again on the next one.
                     Some(Ok(delivery)) if channel.status().connected() => {
-                        let _ = forward.send(Inbound { generation: live.generation, delivery });
+                        let _ = forward.try_send(Inbound { channel: channels, generation: live.generation, delivery });
+                        since_unbind += 1;
+                        if since_unbind >= ACK_BATCH && !bindings.stale.is_empty() {
+                            since_unbind = 0;
+                            if let Err(why) = bindings.unbind_one(&link, &channel, &queue).await {
+                                break Some(format!("unbinding failed: {why}"));
+                            }
+                        }
                     }
-                    _ => {
-                        attempts.lost(&link, &live);
-                        break;
-                    }
+                    _ => break Some("the consumer stream ended".to_owned()),
                 },
+                _ = std::future::ready(()), if !bindings.stale.is_empty() => {
+                    since_unbind = 0;
+                    if let Err(why) = bindings.unbind_one(&link, &channel, &queue).await {
+                        break Some(format!("unbinding failed: {why}"));
+                    }
+                }
             }
+        };
+        current.store(0, Ordering::Release);
+        if let Some(why) = why {
+            tracing::warn!(bus = %link.bus, reason = %why, "re-opening the subscription queue");
+            close(&link, &channel, "re-opening").await;
         }
+        attempts.lost(&link, &live);
     }
 }
 
+async fn consumer_cancel(channel: &Channel, consumer: &Consumer) -> Result<(), lapin::Error> {
+    channel
+        .basic_cancel(
+            consumer.tag(),
+            lapin::options::BasicCancelOptions::default(),
+        )
+        .await
+}
+
 /// Decodes each delivery once, hands it to every matching subscription and
-/// acknowledges, until `stop`.
+/// acknowledges, until `stop`; then every subscription ends.
 async fn dispatch<M: DeserializeOwned + Send + Sync + 'static>(
     link: Arc<Link>,
     index: Index<M>,
-    mut inbound: mpsc::UnboundedReceiver<Inbound>,
+    mut inbound: mpsc::Receiver<Inbound>,
+    current: Arc<AtomicU64>,
     stop: CancellationToken,
 ) {
+    let _close = CloseOnDrop(index.clone());
     let at_most_once = link.config.delivery == DeliveryMode::AtMostOnce;
     let mut unacked: Option<lapin::Acker> = None;
     let mut count = 0usize;
+    let mut channel = 0u64;
     let mut generation = 0u64;
     let mut targets: Vec<SubscriptionSender<M>> = Vec::new();
     loop {
-        let Inbound {
-            generation: from,
-            delivery,
-        } = tokio::select! {
+        let next = tokio::select! {
             biased;
             _ = stop.cancelled() => {
                 flush_ack(&mut unacked, &mut count, &link, generation).await;
                 return;
             }
             next = inbound.recv() => match next {
-                Some(inbound) => inbound,
+                Some(next) => next,
                 None => return,
             },
             _ = tokio::time::sleep(ACK_PAUSE), if unacked.is_some() => {
@@ -418,15 +546,17 @@ async fn dispatch<M: DeserializeOwned + Send + Sync + 'static>(
                 continue;
             }
         };
-        if from != generation {
-            // Acks of a lost connection can only hang; the broker re-sends those.
+        if next.channel != channel {
+            // Acks for a channel that is gone can only fail; the broker re-sends those.
             unacked = None;
             count = 0;
-            generation = from;
+            channel = next.channel;
+            generation = next.generation;
         }
-        if link.current().is_none_or(|l| l.generation != from) {
+        if current.load(Ordering::Acquire) != channel {
             continue;
         }
+        let delivery = next.delivery;
         link.health.received.fetch_add(1, Ordering::Relaxed);
         let message = match to_delivery::<M>(&link, &delivery) {
             Ok(d) => d,
@@ -446,9 +576,11 @@ async fn dispatch<M: DeserializeOwned + Send + Sync + 'static>(
             unacked = Some(acker.clone());
             count += 1;
         }
-        read(&index).for_each_match(message.topic().as_str(), |_, sender| {
-            targets.push(sender.clone());
-        });
+        read(&index)
+            .index
+            .for_each_match(message.topic().as_str(), |_, sender| {
+                targets.push(sender.clone());
+            });
         let mut stopped = false;
         let mut message = Some(message);
         let last = targets.len();

@@ -36,6 +36,18 @@ impl Proxy {
         self.0.cut();
     }
 
+    /// Ends every connection and closes new ones at once, until `admit`.
+    #[allow(dead_code)]
+    pub fn refuse(&self) {
+        self.0.refuse();
+    }
+
+    /// Forwards new connections again.
+    #[allow(dead_code)]
+    pub fn admit(&self) {
+        self.0.admit();
+    }
+
     /// Ends every connection and accepts no more.
     pub fn close(&self) {
         self.0.close();
