@@ -69,6 +69,7 @@ mod rabbit;
 mod registration;
 mod router;
 mod signal;
+mod startup_report;
 
 pub use bus::{Bus, BusClass, BusStats, QueueDefaults};
 pub use config_loader::{ConfigLoader, DEFAULT_ENV_PREFIX};
@@ -88,6 +89,7 @@ pub use process_config::{
 };
 pub use router::{RouteBuses, Router};
 pub use signal::{init_tracing, shutdown_signal};
+pub use startup_report::{EXIT_CONFIG, EXIT_FAILURE, OrExit, StartupReport};
 pub use telamon_sdk::duration::{deserialize as deserialize_duration, parse as parse_duration};
 
 pub use codec::{CodecError, DecodeLimits};

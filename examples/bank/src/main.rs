@@ -16,7 +16,7 @@ mod teller;
 use std::sync::atomic::Ordering;
 
 use telamon_module_axon::Axon;
-use telamon_process::{ConfigLoader, Process, init_tracing};
+use telamon_process::{ConfigLoader, OrExit, Process, init_tracing};
 use telamon_testkit::AxonTestServer;
 
 #[tokio::main]
@@ -25,8 +25,8 @@ async fn main() -> anyhow::Result<()> {
     let loader = ConfigLoader::new()
         .embedded(include_str!("../bank.toml"))
         .args();
-    let mut config = loader.clone().load()?;
-    let servers: Vec<String> = config.get("module.axon.servers")?;
+    let mut config = loader.clone().load().or_exit();
+    let servers: Vec<String> = config.get("module.axon.servers").or_exit();
     let embedded = if servers.is_empty() {
         let server = AxonTestServer::builder().start().await?;
         println!(
@@ -38,7 +38,8 @@ async fn main() -> anyhow::Result<()> {
                 "[module.axon]\nservers = [\"{}\"]\n",
                 server.address()
             ))
-            .load()?;
+            .load()
+            .or_exit();
         Some(server)
     } else {
         println!("bank: using AxonServer at {}", servers.join(", "));
@@ -50,7 +51,8 @@ async fn main() -> anyhow::Result<()> {
         .module::<projection::Projection>()
         .module::<teller::Teller>()
         .run()
-        .await?;
+        .await
+        .or_exit();
     if let Some(server) = embedded {
         println!(
             "bank: the event store holds {} events",

@@ -15,7 +15,7 @@ mod ponger;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use telamon_process::{ConfigLoader, Process, init_tracing};
+use telamon_process::{ConfigLoader, OrExit, Process, init_tracing};
 
 /// Set when the pinger gave up; the process then exits with an error.
 static FAILED: AtomicBool = AtomicBool::new(false);
@@ -23,12 +23,13 @@ static FAILED: AtomicBool = AtomicBool::new(false);
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     init_tracing();
-    let config = ConfigLoader::new().args().load()?;
+    let config = ConfigLoader::new().args().load().or_exit();
     Process::<message::Wire>::new(config)
         .module::<pinger::Pinger>()
         .module::<ponger::Ponger>()
         .run()
-        .await?;
+        .await
+        .or_exit();
     anyhow::ensure!(!FAILED.load(Ordering::Relaxed), "ping did not complete");
     Ok(())
 }

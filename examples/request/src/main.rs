@@ -8,7 +8,7 @@ mod calculator;
 mod message;
 mod requester;
 
-use telamon_process::{ConfigLoader, Process, init_tracing};
+use telamon_process::{ConfigLoader, OrExit, Process, init_tracing};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -16,11 +16,13 @@ async fn main() -> anyhow::Result<()> {
     let config = ConfigLoader::new()
         .embedded(include_str!("../request.toml"))
         .args()
-        .load()?;
+        .load()
+        .or_exit();
     Process::<message::Calc>::new(config)
         .module::<calculator::Calculator>()
         .module::<requester::Requester>()
         .run()
-        .await?;
+        .await
+        .or_exit();
     Ok(())
 }

@@ -7,7 +7,7 @@ mod publisher;
 mod subscriber;
 
 use serde_json::Value;
-use telamon_process::{ConfigLoader, Process, init_tracing};
+use telamon_process::{ConfigLoader, OrExit, Process, init_tracing};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -15,12 +15,14 @@ async fn main() -> anyhow::Result<()> {
     let config = ConfigLoader::new()
         .embedded(include_str!("../simple.toml"))
         .args()
-        .load()?;
+        .load()
+        .or_exit();
     let report = Process::<Value>::new(config)
         .module::<publisher::Publisher>()
         .module::<subscriber::Subscriber>()
         .run()
-        .await?;
+        .await
+        .or_exit();
     println!("stopped cleanly: {}", report.drained);
     Ok(())
 }

@@ -8,7 +8,7 @@ mod message;
 
 use telamon_module_clock::Clock;
 use telamon_module_spy::Spy;
-use telamon_process::{ConfigLoader, Process, init_tracing};
+use telamon_process::{ConfigLoader, OrExit, Process, init_tracing};
 
 use crate::message::Message;
 
@@ -18,12 +18,14 @@ async fn main() -> anyhow::Result<()> {
     let config = ConfigLoader::new()
         .embedded(include_str!("../typed.toml"))
         .args()
-        .load()?;
+        .load()
+        .or_exit();
     Process::<Message>::new(config)
         .module::<Clock<Message>>()
         .module::<greeter::Greeter>()
         .module::<Spy<Message>>()
         .run()
-        .await?;
+        .await
+        .or_exit();
     Ok(())
 }
