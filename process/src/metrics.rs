@@ -55,7 +55,7 @@ pub(crate) struct RequestStats {
 }
 
 /// Health of a bus that talks to a broker.
-#[derive(Debug, Default)]
+#[derive(Default)]
 #[non_exhaustive]
 pub struct BusHealth {
     /// Connected to the broker now.
@@ -67,6 +67,19 @@ pub struct BusHealth {
     /// Subscription deliveries received from the broker (one per message per
     /// queue, however many local subscriptions it reached).
     pub received: AtomicU64,
+    /// Published messages whose broker confirm has not come, asked at each scrape.
+    pub(crate) unconfirmed: std::sync::OnceLock<Arc<dyn Fn() -> u64 + Send + Sync>>,
+}
+
+impl std::fmt::Debug for BusHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusHealth")
+            .field("connected", &self.connected)
+            .field("reconnects", &self.reconnects)
+            .field("malformed", &self.malformed)
+            .field("received", &self.received)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Default `[metrics] max-topics`.
@@ -289,6 +302,11 @@ impl Metrics {
                 "Subscription deliveries received from the broker (once per message per queue).",
                 MetricType::Counter,
             ),
+            (
+                "telamon_bus_unconfirmed",
+                "Published messages whose broker confirm has not come yet.",
+                MetricType::Gauge,
+            ),
         ] {
             let family = scrape.family(metric, help, kind);
             for (id, h) in buses.iter() {
@@ -300,6 +318,11 @@ impl Metrics {
                         Sample::Counter(h.reconnects.load(Ordering::Relaxed))
                     }
                     "telamon_bus_received" => Sample::Counter(h.received.load(Ordering::Relaxed)),
+                    "telamon_bus_unconfirmed" => Sample::Gauge(
+                        h.unconfirmed
+                            .get()
+                            .map_or(0, |probe| i64::try_from(probe()).unwrap_or(i64::MAX)),
+                    ),
                     _ => Sample::Counter(h.malformed.load(Ordering::Relaxed)),
                 };
                 family.push(vec![("bus", id.clone())], sample);

@@ -129,6 +129,11 @@ async fn flush_waits_for_confirms_and_stop_reports_what_was_never_confirmed() {
     let flushed = within(ctx.flush()).await;
     let err = flushed.expect_err("nothing can confirm them now");
     assert!(err.to_string().contains("50 published messages"), "{err}");
+    let scraped = p.metrics().render();
+    assert!(
+        scraped.contains("telamon_bus_unconfirmed{bus=\"external\"} 50"),
+        "{scraped}"
+    );
     let report = p.stop().await;
     assert_eq!(report.unconfirmed, 50, "{report:?}");
 }

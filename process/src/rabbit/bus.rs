@@ -92,6 +92,10 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> RabbitMqBus<M> {
         let tasks = TaskTracker::new();
         let (publisher, collector) = Publisher::new(link.clone());
         tasks.spawn(collector);
+        let probe = Arc::downgrade(&publisher);
+        let _ = link.health.unconfirmed.set(Arc::new(move || {
+            probe.upgrade().map_or(0, |p| p.outstanding() as u64)
+        }));
         let requester = Requester::new(link.clone(), instance.clone());
         tasks.spawn(requester.clone().run_replies());
         let (resend, resend_link) = (publisher.clone(), link.clone());
