@@ -122,6 +122,11 @@ async fn scenario(name: &str, scale: u64) -> anyhow::Result<Vec<Measurement>> {
                 baseline_system::fan_out(SCENARIOS[0], 1, n, QUEUE).await?,
                 caryatid_system::fan_out(SCENARIOS[0], &["perf.test"], n / 2, None).await?,
                 caryatid_system::fan_out(SCENARIOS[0], &["perf.test"], n / 2, Some(QUEUE)).await?,
+                // The cost of metrics: off and on, one right after the other.
+                telamon_system::fan_out_metrics(SCENARIOS[0], &["perf.test"], n, QUEUE, false)
+                    .await?,
+                telamon_system::fan_out_metrics(SCENARIOS[0], &["perf.test"], n, QUEUE, true)
+                    .await?,
             ]
         }
         "inproc-fanout4" => {
@@ -423,6 +428,12 @@ fn summary(results: &[Measurement]) {
         ("axon-command", "telamon", "baseline", 0.77),
         ("axon-append", "telamon", "baseline", 0.8),
         ("axon-track", "telamon", "baseline", 0.8),
+        (
+            "inproc-1to1",
+            "telamon-metrics-on",
+            "telamon-metrics-off",
+            0.85,
+        ),
         ("inproc-1to1", "telamon", "caryatid-q1024", 0.0),
         ("inproc-fanout4", "telamon", "caryatid-q1024", 0.0),
         ("rabbit-1to1", "telamon-at-most-once", "caryatid", 0.0),

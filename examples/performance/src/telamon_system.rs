@@ -12,13 +12,44 @@ use crate::request_clock::RequestClock;
 const SYSTEM: &str = "telamon";
 
 async fn start(queue: usize) -> anyhow::Result<RunningProcess<BenchMsg>> {
+    start_with(queue, "").await
+}
+
+/// As [`start`], with `extra` top-level TOML (a `[metrics]` section).
+async fn start_with(queue: usize, extra: &str) -> anyhow::Result<RunningProcess<BenchMsg>> {
     let config = ConfigLoader::new()
         .embedded(format!(
-            "[message-bus.internal]\nclass = \"in-memory\"\nsubscriber-queue-size = {queue}\n\n[[message-router.route]]\npattern = \"#\"\nbus = \"internal\"\n"
+            "[message-bus.internal]\nclass = \"in-memory\"\nsubscriber-queue-size = {queue}\n\n[[message-router.route]]\npattern = \"#\"\nbus = \"internal\"\n{extra}"
         ))
         .env_prefix(None)
         .load()?;
     Ok(Process::<BenchMsg>::new(config).start().await?)
+}
+
+/// [`fan_out`] with metrics recorded (system `telamon-metrics-on`: a
+/// `[metrics]` section, served on a free port) or not (`telamon-metrics-off`:
+/// the same process as `telamon`, measured again in the same run).
+pub(crate) async fn fan_out_metrics(
+    scenario: &'static str,
+    patterns: &[&str],
+    n: u64,
+    queue: usize,
+    on: bool,
+) -> anyhow::Result<Measurement> {
+    let (extra, system) = if on {
+        (
+            "[metrics]\naddress = \"127.0.0.1:0\"\n",
+            "telamon-metrics-on",
+        )
+    } else {
+        ("", "telamon-metrics-off")
+    };
+    let process = start_with(queue, extra).await?;
+    let ctx = process.context("bench");
+    let mut m = fan_out_on(&ctx, scenario, patterns, n).await?;
+    m.system = system;
+    process.stop().await;
+    Ok(m)
 }
 
 /// One publisher, one subscriber per pattern; every subscriber gets all `n` messages.
