@@ -472,6 +472,9 @@ struct Scrape {
     families: Vec<Family>,
 }
 
+/// Label names and (escaped) values of one series.
+type Labels = Vec<(Cow<'static, str>, String)>;
+
 /// One metric and its series.
 #[derive(Debug)]
 struct Family {
@@ -479,7 +482,7 @@ struct Family {
     name: String,
     help: String,
     kind: MetricType,
-    series: Vec<(Vec<(Cow<'static, str>, String)>, Sample)>,
+    series: Vec<(Labels, Sample)>,
 }
 
 #[derive(Debug)]
