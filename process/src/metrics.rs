@@ -68,6 +68,9 @@ pub struct BusHealth {
     /// Subscription deliveries received from the broker (one per message per
     /// queue, however many local subscriptions it reached).
     pub received: AtomicU64,
+    /// Messages waiting for this process in its shared subscription queue on
+    /// the broker, as the broker last said (asked every second).
+    pub backlog: AtomicU64,
     /// Published messages whose broker confirm has not come, asked at each scrape.
     pub(crate) unconfirmed: std::sync::OnceLock<Arc<dyn Fn() -> u64 + Send + Sync>>,
 }
@@ -79,6 +82,7 @@ impl std::fmt::Debug for BusHealth {
             .field("reconnects", &self.reconnects)
             .field("malformed", &self.malformed)
             .field("received", &self.received)
+            .field("backlog", &self.backlog)
             .finish_non_exhaustive()
     }
 }
@@ -355,6 +359,11 @@ impl Metrics {
                 MetricType::Counter,
             ),
             (
+                "telamon_bus_backlog",
+                "Messages waiting for this process in its shared subscription queue, as the broker last said.",
+                MetricType::Gauge,
+            ),
+            (
                 "telamon_bus_unconfirmed",
                 "Published messages whose broker confirm has not come yet.",
                 MetricType::Gauge,
@@ -370,6 +379,9 @@ impl Metrics {
                         Sample::Counter(h.reconnects.load(Ordering::Relaxed))
                     }
                     "telamon_bus_received" => Sample::Counter(h.received.load(Ordering::Relaxed)),
+                    "telamon_bus_backlog" => Sample::Gauge(
+                        i64::try_from(h.backlog.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+                    ),
                     "telamon_bus_unconfirmed" => Sample::Gauge(
                         h.unconfirmed
                             .get()

@@ -55,6 +55,9 @@
 //!   subscriber is on the in-process bus. A new subscription may see a
 //!   message published just before it, when another subscription's binding
 //!   had already brought it.
+//! - **Backlog**: every second the control task asks the broker how many
+//!   messages wait in the queue (a passive declare) and exports it as
+//!   `telamon_bus_backlog`.
 //! - **Bus stopped**: the consumer is cancelled, the queue deleted, and
 //!   every subscription ends (`recv` returns `None` once drained); every
 //!   broker call on the way is bounded by `connection-timeout`.
@@ -65,7 +68,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::{BasicRejectOptions, QueueDeleteOptions};
+use lapin::options::{BasicRejectOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Consumer};
 use serde::de::DeserializeOwned;
@@ -81,6 +84,10 @@ use crate::rabbit::subscription::{
     ACK_BATCH, ACK_PAUSE, Attempts, QueuePlan, bind, bounded, consume, declare_queue, flush_ack,
     to_delivery,
 };
+
+/// How often the broker is asked how many messages wait in the queue
+/// (`telamon_bus_backlog`).
+const BACKLOG_EVERY: Duration = Duration::from_secs(1);
 
 /// The local subscriptions, matched per delivery; closed (and emptied) when
 /// the bus stops, so every subscription ends.
@@ -455,6 +462,8 @@ async fn control(
         bindings.answer(Ok(()));
         tracing::debug!(bus = %link.bus, queue = %queue, patterns = bindings.counts.len(), "shared subscription queue bound");
         let mut since_unbind = 0usize;
+        let mut backlog = tokio::time::interval(BACKLOG_EVERY);
+        backlog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let why = loop {
             let room = forward.capacity() > 0;
             tokio::select! {
@@ -469,6 +478,18 @@ async fn control(
                 Some(command) = commands.recv() => {
                     if let Err(why) = bindings.online(command, &link, &channel, &queue).await {
                         break Some(format!("binding failed: {why}"));
+                    }
+                }
+                _ = backlog.tick() => {
+                    // A passive declare answers with the queue's message count.
+                    let asked = channel.queue_declare(
+                        queue.as_str().into(),
+                        QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() },
+                        FieldTable::default(),
+                    );
+                    match deadline(&link, asked).await {
+                        Ok(q) => link.health.backlog.store(u64::from(q.message_count()), Ordering::Relaxed),
+                        Err(why) => break Some(format!("asking for the backlog failed: {why}")),
                     }
                 }
                 // Wakes the loop when the dispatch task has made room.
