@@ -448,13 +448,15 @@ impl Metrics {
             MetricType::Histogram,
         );
         for (t, s) in &names {
-            let count = s.count.load(Ordering::Relaxed);
             let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_US
                 .iter()
                 .zip(&s.buckets)
                 .map(|(bound, n)| (*bound as f64 / 1e6, n.load(Ordering::Relaxed)))
                 .collect();
             let counted: u64 = buckets.iter().map(|(_, n)| n).sum();
+            // Read after the buckets (a request counts its bucket first), and
+            // never below them: `+Inf` and `_count` always agree.
+            let count = s.count.load(Ordering::Relaxed).max(counted);
             // f64::MAX is the encoder's `+Inf`.
             buckets.push((f64::MAX, count.saturating_sub(counted)));
             family.push(
@@ -479,9 +481,25 @@ impl Metrics {
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// One scrape's values, handed to `prometheus-client` to encode.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Scrape {
     families: Vec<Family>,
+    /// Where series that cannot be encoded go (never written).
+    discarded: Family,
+}
+
+impl Default for Scrape {
+    fn default() -> Self {
+        Scrape {
+            families: Vec::new(),
+            discarded: Family {
+                name: String::new(),
+                help: String::new(),
+                kind: MetricType::Unknown,
+                series: Vec::new(),
+            },
+        }
+    }
 }
 
 /// Label names and (escaped) values of one series.
@@ -516,11 +534,21 @@ impl Scrape {
             _ => name,
         };
         if let Some(i) = self.families.iter().position(|f| f.name == name) {
-            return &mut self.families[i];
+            if self.families[i].kind.as_str() == kind.as_str() {
+                return &mut self.families[i];
+            }
+            // Two instruments of one name but different types would make the
+            // whole scrape invalid: the later one is left out, and said so.
+            tracing::warn!(
+                metric = name,
+                "a metric of this name exists with another type; series left out of /metrics"
+            );
+            self.discarded.series.clear();
+            return &mut self.discarded;
         }
         self.families.push(Family {
             name: name.to_owned(),
-            help: help.replace('\\', "\\\\").replace('\n', "\\n"),
+            help: escape(help),
             kind,
             series: Vec::new(),
         });

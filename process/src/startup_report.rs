@@ -14,7 +14,9 @@
 //! ```
 //!
 //! On a failure `or_exit` writes the report to stderr and exits with status
-//! 78 (`EX_CONFIG`) for a config problem, 1 for anything else — the same with
+//! 78 (`EX_CONFIG`) for a config problem the runtime finds (a
+//! [`ConfigError`]), 1 for anything else — a module refusing its settings
+//! included — the same with
 //! `RUST_BACKTRACE` set: a startup failure is the operator's to fix, not a
 //! bug, so it carries no backtrace.
 
@@ -99,7 +101,7 @@ impl StartupReport {
             ProcessError::Metrics { address, source } => (
                 format!("address {address} ([metrics] address)"),
                 source.to_string(),
-                "choose a free port (\":0\" picks one) or stop what listens there".to_owned(),
+                "choose a free port (\"127.0.0.1:0\" picks one) or stop what listens there".to_owned(),
                 EXIT_FAILURE,
             ),
         };

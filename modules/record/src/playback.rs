@@ -79,8 +79,10 @@ impl<M: Message> Module<M> for Playback<M> {
     type Config = PlaybackConfig;
 
     fn new(config: PlaybackConfig) -> Result<Self, ModuleError> {
-        if !(config.speed.is_finite() && config.speed > 0.0) {
-            return Err(ModuleError::new("`speed` must be a number above 0"));
+        if !(config.speed.is_finite() && config.speed >= 1e-3) {
+            return Err(ModuleError::new(
+                "`speed` must be a number of at least 0.001",
+            ));
         }
         Ok(Playback {
             config,
@@ -137,6 +139,11 @@ impl<M: Message> Module<M> for Playback<M> {
                 }
                 count += 1;
                 played.inc();
+                if count.is_multiple_of(64) {
+                    // Fast pace on an in-memory bus never waits: let the
+                    // subscribers (and a stop) run.
+                    tokio::task::yield_now().await;
+                }
             }
             tracing::info!(module = %id, file = %path, records = count, "playback done");
             if config.stop_when_done {

@@ -10,9 +10,13 @@
 //!   buses close. Writes are buffered and flushed every `flush-interval`
 //!   (1 s): a crash loses at most that much, and leaves a last record that
 //!   playback reports as cut short.
-//! - **Several patterns**: one subscription each, read in the order messages
-//!   arrive; patterns that overlap are refused at start (a message matching
-//!   both would be recorded twice).
+//! - **Several patterns**: one subscription each, taken in turn (a busy
+//!   pattern cannot starve the others; the file keeps each pattern's order,
+//!   not the exact interleaving between patterns); patterns that overlap are
+//!   refused at start (a message matching both would be recorded twice).
+//! - **A damaged end** (a crash mid-write): cut back to the last whole record,
+//!   with a warning, before appending. A message that cannot be encoded is
+//!   skipped with a warning.
 //! - **Disk full or file unwritable**: opening fails `init` naming the file;
 //!   a failed write later is logged at `error` and recording stops.
 
@@ -108,13 +112,20 @@ impl<M: Message> Module<M> for Record<M> {
     }
 
     async fn init(self: Arc<Self>, ctx: Context<M>) -> Result<(), ModuleError> {
+        let cannot = |e: std::io::Error| {
+            ModuleError::new(format!("cannot open `{}`: {e}", self.config.file.display()))
+        };
         let file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(&self.config.file)
-            .map_err(|e| {
-                ModuleError::new(format!("cannot open `{}`: {e}", self.config.file.display()))
-            })?;
+            .map_err(cannot)?;
+        // A recording cut short by a crash would swallow what is appended now.
+        let cut = crate::recording::repair(&file, self.config.format).map_err(cannot)?;
+        if cut > 0 {
+            tracing::warn!(module = %ctx.id(), file = %self.config.file.display(), bytes = cut, "the recording ended in a damaged record; cut it off before appending");
+        }
         let mut writer = Writer::new(BufWriter::new(file), self.config.format);
         let options = SubscribeOptions::new()
             .capacity(self.config.queue_size)
@@ -148,10 +159,9 @@ impl<M: Message> Module<M> for Record<M> {
                         // What is queued already is recorded too.
                         for sub in &mut subs {
                             while let Some(d) = sub.try_recv() {
-                                if write(&mut writer, &d).is_err() {
-                                    break;
+                                if write(&mut writer, &d).is_ok() {
+                                    written += 1;
                                 }
-                                written += 1;
                             }
                         }
                         break;
@@ -162,11 +172,16 @@ impl<M: Message> Module<M> for Record<M> {
                     tracing::warn!(module = %id, missed = lagged - reported, "the recorder fell behind; messages were not recorded");
                     reported = lagged;
                 }
-                if let Err(e) = write(&mut writer, &d) {
-                    tracing::error!(module = %id, file = %path, error = %e, "cannot write the recording; recording stops");
-                    return;
+                match write(&mut writer, &d) {
+                    Ok(()) => written += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                        tracing::warn!(module = %id, topic = %d.topic(), error = %e, "a message cannot be encoded; not recorded");
+                    }
+                    Err(e) => {
+                        tracing::error!(module = %id, file = %path, error = %e, "cannot write the recording; recording stops");
+                        return;
+                    }
                 }
-                written += 1;
             }
             match writer.flush() {
                 Ok(()) => tracing::info!(module = %id, file = %path, records = written, "recording closed"),
@@ -191,13 +206,15 @@ fn write<M: Message, W: std::io::Write>(
     })
 }
 
-/// The next message of any of `subs`; `None` once all have ended.
+/// The next message of any of `subs`; `None` once all have ended. The
+/// subscription asked first turns with every call, so a busy pattern cannot
+/// starve the others.
 async fn recv_any<M: Message>(subs: &mut Vec<Subscription<M>>) -> Option<Delivery<M>> {
     loop {
         match subs.len() {
             0 => return None,
             1 => return subs[0].recv().await,
-            _ => {}
+            _ => subs.rotate_left(1),
         }
         let (next, i, _) =
             futures_util::future::select_all(subs.iter_mut().map(|s| Box::pin(s.recv()))).await;

@@ -62,16 +62,21 @@ impl<W: Write> Writer<W> {
         Writer { out, format }
     }
 
-    /// Appends one record.
+    /// Appends one record. It is encoded whole before anything is written,
+    /// so a payload that cannot be encoded (`ErrorKind::InvalidData`) leaves
+    /// the file as it was.
     pub fn write<M: Serialize>(&mut self, entry: &Entry<M>) -> std::io::Result<()> {
+        let mut bytes = Vec::new();
         match self.format {
             Format::JsonLines => {
-                serde_json::to_writer(&mut self.out, entry)?;
-                self.out.write_all(b"\n")
+                serde_json::to_writer(&mut bytes, entry)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+                bytes.push(b'\n');
             }
-            Format::Cbor => ciborium::into_writer(entry, &mut self.out)
-                .map_err(|e| std::io::Error::other(e.to_string())),
+            Format::Cbor => ciborium::into_writer(entry, &mut bytes)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?,
         }
+        self.out.write_all(&bytes)
     }
 
     /// Flushes what is buffered.
@@ -183,6 +188,23 @@ impl<R: BufRead, M: DeserializeOwned> Reader<R, M> {
             }
             Err(e) => self.fail(offset, e.to_string()),
         }
+    }
+}
+
+/// Cuts `file` back to the end of its last whole record, so records appended
+/// after a crash are not glued onto a damaged one. Returns the bytes cut
+/// (0 when the file was whole).
+pub(crate) fn repair(file: &std::fs::File, format: Format) -> std::io::Result<u64> {
+    let len = file.metadata()?.len();
+    let reader = std::io::BufReader::new(file);
+    let mut records = Reader::<_, serde::de::IgnoredAny>::new(reader, format);
+    let cut_at = records.find_map(Result::err).map(|e| e.offset);
+    match cut_at {
+        Some(offset) => {
+            file.set_len(offset)?;
+            Ok(len - offset)
+        }
+        None => Ok(0),
     }
 }
 

@@ -140,7 +140,9 @@ async fn the_recorded_pace_is_kept_at_the_speed_asked() {
     for pair in played.windows(2) {
         let gap_ms = (pair[1].at_micros - pair[0].at_micros) as f64 / 1000.0;
         assert!(
-            (95.0..=180.0).contains(&gap_ms),
+            // The playback never sends early; the recorder of the playback
+            // stamps on writing, which may lag a few ms on a busy machine.
+            (80.0..=200.0).contains(&gap_ms),
             "gap {gap_ms} ms, want 100 ms: {played:?}"
         );
     }
@@ -280,5 +282,38 @@ async fn a_truncated_cbor_recording_plays_what_is_whole_and_says_where_it_stoppe
             .contains(&format!("recording damaged at byte {at} (record 8)")),
         "{}",
         d.log
+    );
+}
+
+#[tokio::test]
+async fn recording_after_a_crash_cuts_the_damaged_end_and_appends_whole_records() {
+    let path = temp("crashed.jsonl");
+    let mut bytes = Vec::new();
+    for i in 0..3u64 {
+        Writer::new(&mut bytes, Format::JsonLines)
+            .write(&Entry {
+                at_micros: i,
+                topic: "rt.old".into(),
+                payload: json!(i),
+            })
+            .unwrap();
+    }
+    bytes.extend_from_slice(br#"{"at":3,"topic":"rt.old","pay"#);
+    std::fs::write(&path, &bytes).unwrap();
+    let p = start(&format!(
+        "[module.record]\npatterns = [\"rt.#\"]\nfile = {path:?}\n"
+    ))
+    .await;
+    let ctx = p.context("t");
+    ctx.publish("rt.new", json!("a")).await.unwrap();
+    ctx.publish("rt.new", json!("b")).await.unwrap();
+    p.stop().await;
+    let all: Vec<Value> = read(&path, Format::JsonLines)
+        .into_iter()
+        .map(|e| e.payload)
+        .collect();
+    assert_eq!(
+        all,
+        vec![json!(0), json!(1), json!(2), json!("a"), json!("b")]
     );
 }
