@@ -165,20 +165,17 @@ impl Metrics {
     /// was the last topic counted here, else from the map (and cached).
     #[inline]
     fn count(&self, topic: &Topic, f: impl FnOnce(&TopicCounters)) {
-        let hit = LAST_TOPIC.with(|last| match &*last.borrow() {
-            Some((registry, t, c)) if *registry == self.registry && t == topic => {
-                f(c);
-                None
+        LAST_TOPIC.with(|last| {
+            let mut last = last.borrow_mut();
+            match &*last {
+                Some((registry, t, c)) if *registry == self.registry && t == topic => f(c),
+                _ => {
+                    let counters = self.topic(topic);
+                    f(&counters);
+                    *last = Some((self.registry, topic.clone(), counters));
+                }
             }
-            _ => Some(f),
         });
-        if let Some(f) = hit {
-            let counters = self.topic(topic);
-            f(&counters);
-            LAST_TOPIC.with(|last| {
-                *last.borrow_mut() = Some((self.registry, topic.clone(), counters));
-            });
-        }
     }
 
     /// Whether anything is recorded.
@@ -318,7 +315,7 @@ impl Metrics {
                 2,
             ),
         ] {
-            let family = scrape.family(metric, help, MetricType::Counter);
+            let family = scrape.builtin(metric, help, MetricType::Counter);
             for (t, c) in &names {
                 let v = [&c.published, &c.delivered, &c.dropped][pick].load(Ordering::Relaxed);
                 family.push(vec![("topic", t.to_string())], Sample::Counter(v));
@@ -327,7 +324,7 @@ impl Metrics {
         drop(names);
         drop(topics);
         scrape
-            .family(
+            .builtin(
                 "telamon_unrouted",
                 "Publishes that matched no route.",
                 MetricType::Counter,
@@ -369,7 +366,7 @@ impl Metrics {
                 MetricType::Gauge,
             ),
         ] {
-            let family = scrape.family(metric, help, kind);
+            let family = scrape.builtin(metric, help, kind);
             for (id, h) in buses.iter() {
                 let sample = match metric {
                     "telamon_bus_connected" => {
@@ -405,7 +402,7 @@ impl Metrics {
                 *lag.entry(p.as_str().to_owned()).or_default() += c.lagged();
             }
         }
-        let family = scrape.family(
+        let family = scrape.builtin(
             "telamon_lagged",
             "Messages live drop-oldest subscriptions missed, by pattern.",
             MetricType::Gauge,
@@ -423,7 +420,7 @@ impl Metrics {
         if requests.len() >= self.max_topics {
             names.push((OVERFLOW_TOPIC, &self.overflow_requests));
         }
-        let family = scrape.family(
+        let family = scrape.builtin(
             "telamon_requests",
             "Requests by topic and outcome.",
             MetricType::Counter,
@@ -442,7 +439,7 @@ impl Metrics {
                 );
             }
         }
-        let family = scrape.family(
+        let family = scrape.builtin(
             "telamon_request_latency_seconds",
             "Request round-trip time.",
             MetricType::Histogram,
@@ -481,25 +478,9 @@ impl Metrics {
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// One scrape's values, handed to `prometheus-client` to encode.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Scrape {
     families: Vec<Family>,
-    /// Where series that cannot be encoded go (never written).
-    discarded: Family,
-}
-
-impl Default for Scrape {
-    fn default() -> Self {
-        Scrape {
-            families: Vec::new(),
-            discarded: Family {
-                name: String::new(),
-                help: String::new(),
-                kind: MetricType::Unknown,
-                series: Vec::new(),
-            },
-        }
-    }
 }
 
 /// Label names and (escaped) values of one series.
@@ -528,23 +509,17 @@ enum Sample {
 }
 
 impl Scrape {
-    fn family(&mut self, name: &str, help: &str, kind: MetricType) -> &mut Family {
+    /// The family `name` of type `kind`, made on first use; `None` when the
+    /// name is taken by another type (two types under one name would make
+    /// the whole scrape invalid).
+    fn family(&mut self, name: &str, help: &str, kind: MetricType) -> Option<&mut Family> {
         let name = match kind {
             MetricType::Counter => name.strip_suffix("_total").unwrap_or(name),
             _ => name,
         };
         if let Some(i) = self.families.iter().position(|f| f.name == name) {
-            if self.families[i].kind.as_str() == kind.as_str() {
-                return &mut self.families[i];
-            }
-            // Two instruments of one name but different types would make the
-            // whole scrape invalid: the later one is left out, and said so.
-            tracing::warn!(
-                metric = name,
-                "a metric of this name exists with another type; series left out of /metrics"
-            );
-            self.discarded.series.clear();
-            return &mut self.discarded;
+            let same = self.families[i].kind.as_str() == kind.as_str();
+            return same.then(|| &mut self.families[i]);
         }
         self.families.push(Family {
             name: name.to_owned(),
@@ -552,8 +527,13 @@ impl Scrape {
             kind,
             series: Vec::new(),
         });
-        let last = self.families.len() - 1;
-        &mut self.families[last]
+        self.families.last_mut()
+    }
+
+    /// The family of a built-in metric (its name is Telamon's; it cannot clash).
+    fn builtin(&mut self, name: &str, help: &str, kind: MetricType) -> &mut Family {
+        self.family(name, help, kind)
+            .expect("built-in metric names are distinct")
     }
 }
 
@@ -629,7 +609,13 @@ fn add_instruments(scrape: &mut Scrape, instruments: &Instruments) {
             ),
             InstrumentKind::Gauge => (MetricType::Gauge, Sample::Gauge(s.value())),
         };
-        scrape.family(&s.name, &s.help, kind).push(s.labels, sample);
+        match scrape.family(&s.name, &s.help, kind) {
+            Some(family) => family.push(s.labels, sample),
+            None => tracing::warn!(
+                metric = %s.name,
+                "a metric of this name exists with another type; series left out of /metrics"
+            ),
+        }
     }
 }
 

@@ -9,58 +9,32 @@ use std::time::Duration;
 
 use common::proxy::Proxy;
 use common::rabbit::{
-    amqp_url, queues, rabbit_toml, rabbitmqctl, require_broker, require_local_broker, unique,
+    amqp_url, bound_keys, queues, rabbit_toml, require_broker, require_local_broker, unique,
 };
-use common::{start, within};
+use common::{start, until, until_every, within};
 use serde_json::{Value, json};
 use telamon_sdk::{FullPolicy, SubscribeOptions, Subscription};
-
-/// Routing keys bound from `exchange` to queues whose name starts with `queue_prefix`.
-fn bound_keys(exchange: &str, queue_prefix: &str) -> BTreeSet<String> {
-    let listing = [
-        "list_bindings",
-        "-q",
-        "--no-table-headers",
-        "source_name",
-        "destination_name",
-        "routing_key",
-    ];
-    rabbitmqctl(&listing)
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let from_exchange = f.next() == Some(exchange);
-            let to_queue = f.next().is_some_and(|q| q.starts_with(queue_prefix));
-            let key = f.next()?.to_owned();
-            (from_exchange && to_queue).then_some(key)
-        })
-        .collect()
-}
 
 fn bindings_to(exchange: &str, queue_prefix: &str) -> usize {
     bound_keys(exchange, queue_prefix).len()
 }
 
-/// Waits until `f`, which asks the broker through `rabbitmqctl`, holds:
-/// asked twice a second (each call starts an Erlang VM that competes for
-/// the two cores with the broker's own work).
-async fn until_broker(mut f: impl FnMut() -> bool) {
+/// Publishes until the bus takes it: the bus opens for publishing only once
+/// its subscriptions are bound again after a reconnect.
+async fn until_publishing(ctx: &telamon_sdk::Context<Value>) {
     within(async {
-        while !f() {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+        while ctx.publish("nobody.x", json!(0)).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await;
 }
 
-/// Waits until `f` holds (bounded by `within`).
-async fn until(mut f: impl FnMut() -> bool) {
-    within(async {
-        while !f() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+/// Waits until `f`, which asks the broker through `rabbitmqctl`, holds:
+/// asked twice a second (each call starts an Erlang VM that competes for
+/// the two cores with the broker's own work).
+async fn until_broker(f: impl FnMut() -> bool) {
+    until_every(Duration::from_millis(500), f).await;
 }
 
 async fn expect_all(sub: &mut Subscription<Value>, n: i64) {
@@ -201,12 +175,7 @@ async fn every_pattern_is_bound_again_after_the_connection_is_cut() {
     // One more while the bus reconnects (or just after): bound either way.
     subs.push(ctx.subscribe("k.new").await.unwrap());
     // A publish succeeds once the bus is open again, which is after re-binding.
-    within(async {
-        while ctx.publish("nobody.x", json!(0)).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    until_publishing(&ctx).await;
     for i in 0..20 {
         ctx.publish(&format!("k.{i}.x"), json!(i)).await.unwrap();
     }
@@ -292,12 +261,7 @@ async fn subscriptions_made_while_the_broker_is_away_are_bound_when_it_is_back()
     let mut again = ctx.subscribe("again.x").await.unwrap();
     let mut fresh = ctx.subscribe("fresh.x").await.unwrap();
     proxy.admit();
-    within(async {
-        while ctx.publish("nobody.x", json!(0)).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    until_publishing(&ctx).await;
     // Twice, with a round trip between: a stale unbind that ran after the
     // re-subscription would lose the second.
     for n in 0..2 {

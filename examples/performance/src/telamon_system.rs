@@ -44,12 +44,7 @@ pub(crate) async fn fan_out_metrics(
     } else {
         ("", "telamon-metrics-off")
     };
-    let process = start_with(queue, extra).await?;
-    let ctx = process.context("bench");
-    let mut m = fan_out_on(&ctx, scenario, patterns, n).await?;
-    m.system = system;
-    process.stop().await;
-    Ok(m)
+    fan_out_with(scenario, patterns, n, queue, extra, system).await
 }
 
 /// One publisher, one subscriber per pattern; every subscriber gets all `n` messages.
@@ -59,9 +54,21 @@ pub(crate) async fn fan_out(
     n: u64,
     queue: usize,
 ) -> anyhow::Result<Measurement> {
-    let process = start(queue).await?;
+    fan_out_with(scenario, patterns, n, queue, "", SYSTEM).await
+}
+
+/// [`fan_out`] on a process with `extra` config, measured as `system`.
+async fn fan_out_with(
+    scenario: &'static str,
+    patterns: &[&str],
+    n: u64,
+    queue: usize,
+    extra: &str,
+    system: &'static str,
+) -> anyhow::Result<Measurement> {
+    let process = start_with(queue, extra).await?;
     let ctx = process.context("bench");
-    let m = fan_out_on(&ctx, scenario, patterns, n).await?;
+    let m = fan_out_on(&ctx, scenario, system, patterns, n).await?;
     process.stop().await;
     Ok(m)
 }
@@ -70,6 +77,7 @@ pub(crate) async fn fan_out(
 async fn fan_out_on(
     ctx: &telamon_sdk::Context<BenchMsg>,
     scenario: &'static str,
+    system: &'static str,
     patterns: &[&str],
     n: u64,
 ) -> anyhow::Result<Measurement> {
@@ -92,7 +100,7 @@ async fn fan_out_on(
     for i in 0..n {
         ctx.publish(&topic, BenchMsg::new(i)).await?;
     }
-    gathered(scenario, SYSTEM, started, n, receivers).await
+    gathered(scenario, system, started, n, receivers).await
 }
 
 /// Where `many_subs` runs.
@@ -116,18 +124,13 @@ pub(crate) async fn many_subs(
     bus: ManySubsBus,
 ) -> anyhow::Result<Measurement> {
     let rabbit = bus != ManySubsBus::InProcess;
-    let exchange = crate::broker::unique(&format!(
-        "telamon-many-{idle}-{}",
-        if bus
-            == (ManySubsBus::Rabbit {
-                shared_queue: false
-            })
-        {
-            "own"
-        } else {
-            "shared"
-        }
-    ));
+    let system = match bus {
+        ManySubsBus::Rabbit {
+            shared_queue: false,
+        } => "telamon-queue-per-sub",
+        _ => SYSTEM,
+    };
+    let exchange = crate::broker::unique(&format!("{system}-many-{idle}"));
     let process = match bus {
         ManySubsBus::Rabbit { shared_queue } => {
             let extra = format!("shared-queue = {shared_queue}\n");
@@ -146,14 +149,7 @@ pub(crate) async fn many_subs(
     } else {
         None
     };
-    let mut m = fan_out_on(&ctx, scenario, &["perf.test"], n).await?;
-    if bus
-        == (ManySubsBus::Rabbit {
-            shared_queue: false,
-        })
-    {
-        m.system = "telamon-queue-per-sub";
-    }
+    let mut m = fan_out_on(&ctx, scenario, system, &["perf.test"], n).await?;
     m.idle_subs = Some(IdleSubs {
         n: idle,
         created_ms: created.as_secs_f64() * 1000.0,

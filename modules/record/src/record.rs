@@ -15,7 +15,8 @@
 //!   not the exact interleaving between patterns); patterns that overlap are
 //!   refused at start (a message matching both would be recorded twice).
 //! - **A damaged end** (a crash mid-write): cut back to the last whole record,
-//!   with a warning, before appending. A message that cannot be encoded is
+//!   with a warning, before appending (JSON lines: only the tail is read;
+//!   CBOR: the file is read once at start). A message that cannot be encoded is
 //!   skipped with a warning.
 //! - **Disk full or file unwritable**: opening fails `init` naming the file;
 //!   a failed write later is logged at `error` and recording stops.

@@ -99,6 +99,17 @@ impl<R: std::io::Read> std::io::Read for Counting<R> {
     }
 }
 
+impl<R: BufRead> BufRead for Counting<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.read += n as u64;
+        self.inner.consume(n);
+    }
+}
+
 /// Reads records back; an iterator of `Result<Entry<M>, ReadError>` that
 /// ends after the first error.
 pub struct Reader<R, M> {
@@ -147,10 +158,9 @@ impl<R: BufRead, M: DeserializeOwned> Reader<R, M> {
     /// The next JSON line, or the error that ends the file.
     fn next_line(&mut self, offset: u64) -> Option<Result<Entry<M>, ReadError>> {
         self.line.clear();
-        match self.input.inner.read_until(b'\n', &mut self.line) {
+        match self.input.read_until(b'\n', &mut self.line) {
             Ok(0) => None,
-            Ok(n) => {
-                self.input.read += n as u64;
+            Ok(_) => {
                 self.record += 1;
                 if self.line.last() != Some(&b'\n') {
                     return self.fail(
@@ -172,7 +182,7 @@ impl<R: BufRead, M: DeserializeOwned> Reader<R, M> {
 
     /// The next CBOR item, or the error that ends the file.
     fn next_item(&mut self, offset: u64) -> Option<Result<Entry<M>, ReadError>> {
-        match self.input.inner.fill_buf() {
+        match self.input.fill_buf() {
             Ok([]) => return None,
             Ok(_) => {}
             Err(e) => {
@@ -193,19 +203,41 @@ impl<R: BufRead, M: DeserializeOwned> Reader<R, M> {
 
 /// Cuts `file` back to the end of its last whole record, so records appended
 /// after a crash are not glued onto a damaged one. Returns the bytes cut
-/// (0 when the file was whole).
+/// (0 when the file was whole). JSON lines: only the tail after the last line
+/// end is read. CBOR has no marker to find from the end: the file is read
+/// once, and cut at the first damaged record.
 pub(crate) fn repair(file: &std::fs::File, format: Format) -> std::io::Result<u64> {
     let len = file.metadata()?.len();
-    let reader = std::io::BufReader::new(file);
-    let mut records = Reader::<_, serde::de::IgnoredAny>::new(reader, format);
-    let cut_at = records.find_map(Result::err).map(|e| e.offset);
-    match cut_at {
-        Some(offset) => {
-            file.set_len(offset)?;
-            Ok(len - offset)
+    let keep = match format {
+        Format::JsonLines => after_last_line_end(file, len)?,
+        Format::Cbor => {
+            let reader = std::io::BufReader::new(file);
+            let mut records = Reader::<_, serde::de::IgnoredAny>::new(reader, format);
+            records.find_map(Result::err).map_or(len, |e| e.offset)
         }
-        None => Ok(0),
+    };
+    if keep < len {
+        file.set_len(keep)?;
     }
+    Ok(len - keep)
+}
+
+/// The length of `file` up to and including its last `\n` (0 if it has none).
+fn after_last_line_end(mut file: &std::fs::File, len: u64) -> std::io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut end = len;
+    let mut chunk = [0u8; 8192];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let part = &mut chunk[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(part)?;
+        if let Some(i) = part.iter().rposition(|b| *b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 impl<R: BufRead, M: DeserializeOwned> Iterator for Reader<R, M> {

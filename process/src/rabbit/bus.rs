@@ -207,15 +207,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> RabbitMqBus<M> {
             shared
                 .add(pattern, sender)
                 .map_err(|()| closed())
-                .map(|(remove, bound)| {
-                    let count = self.subscriptions.clone();
-                    count.fetch_add(1, Ordering::Relaxed);
-                    let guard = DropGuard::new(move || {
-                        remove();
-                        count.fetch_sub(1, Ordering::Relaxed);
-                    });
-                    (guard, bound)
-                })
+                .map(|(remove, bound)| (self.guard(&self.subscriptions, remove), bound))
         };
         Box::pin(async move { self.when_bound(&text, registered).await })
     }
@@ -241,7 +233,7 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> RabbitMqBus<M> {
             let (ready, bound) = oneshot::channel();
             self.consumer_tasks
                 .spawn(task(pattern, stop.clone(), ready));
-            Ok((self.guard(stop, count), bound))
+            Ok((self.guard(count, move || stop.cancel()), bound))
         };
         Box::pin(async move { self.when_bound(&text, result).await })
     }
@@ -271,11 +263,16 @@ impl<M: Serialize + DeserializeOwned + Send + Sync + 'static> RabbitMqBus<M> {
         }
     }
 
-    fn guard(&self, stop: CancellationToken, count: &Arc<AtomicUsize>) -> DropGuard {
+    /// Counts a registration in `count` while the guard lives; `release` runs when it goes.
+    fn guard(
+        &self,
+        count: &Arc<AtomicUsize>,
+        release: impl FnOnce() + Send + Sync + 'static,
+    ) -> DropGuard {
         count.fetch_add(1, Ordering::Relaxed);
         let count = count.clone();
         DropGuard::new(move || {
-            stop.cancel();
+            release();
             count.fetch_sub(1, Ordering::Relaxed);
         })
     }

@@ -81,8 +81,8 @@ use tokio_util::task::TaskTracker;
 use crate::rabbit::config::DeliveryMode;
 use crate::rabbit::link::{Link, Live};
 use crate::rabbit::subscription::{
-    ACK_BATCH, ACK_PAUSE, Attempts, QueuePlan, bind, bounded, consume, declare_queue, flush_ack,
-    to_delivery,
+    ACK_BATCH, ACK_PAUSE, Attempts, QueuePlan, bind, bounded, close_queue, consume, declare_queue,
+    decode_or_reject, flush_ack,
 };
 
 /// How often the broker is asked how many messages wait in the queue
@@ -469,9 +469,7 @@ async fn control(
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => {
-                    let _ = deadline(&link, consumer_cancel(&channel, &consumer)).await;
-                    let _ = deadline(&link, channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())).await;
-                    close(&link, &channel, "bus stopped").await;
+                    close_queue(&channel, &consumer, &queue, true).await;
                     return;
                 }
                 _ = &mut gone => break None,
@@ -528,15 +526,6 @@ async fn control(
     }
 }
 
-async fn consumer_cancel(channel: &Channel, consumer: &Consumer) -> Result<(), lapin::Error> {
-    channel
-        .basic_cancel(
-            consumer.tag(),
-            lapin::options::BasicCancelOptions::default(),
-        )
-        .await
-}
-
 /// Decodes each delivery once, hands it to every matching subscription and
 /// acknowledges, until `stop`; then every subscription ends.
 async fn dispatch<M: DeserializeOwned + Send + Sync + 'static>(
@@ -580,19 +569,10 @@ async fn dispatch<M: DeserializeOwned + Send + Sync + 'static>(
             continue;
         }
         let delivery = next.delivery;
-        link.health.received.fetch_add(1, Ordering::Relaxed);
-        let message = match to_delivery::<M>(&link, &delivery) {
-            Ok(d) => d,
-            Err(why) => {
-                link.rejected(
-                    delivery.routing_key.as_str(),
-                    "malformed message rejected",
-                    &why,
-                );
-                flush_ack(&mut unacked, &mut count, &link, generation).await;
-                bounded(delivery.reject(BasicRejectOptions { requeue: false })).await;
-                continue;
-            }
+        let Some(message) =
+            decode_or_reject::<M>(&link, &delivery, &mut unacked, &mut count, generation).await
+        else {
+            continue;
         };
         let acker = delivery.acker;
         if at_most_once {

@@ -161,17 +161,14 @@ pub(crate) async fn consume(channel: &Channel, queue: &str) -> Result<Consumer, 
         .await
 }
 
-/// Cancels the consumer, deletes the queue unless it is a group's, closes the channel.
+/// Cancels the consumer, deletes the queue unless it is a group's, closes the
+/// channel — each step bounded like an ack (the connection may be gone).
 pub(crate) async fn close_queue(channel: &Channel, consumer: &Consumer, queue: &str, delete: bool) {
-    let _ = channel
-        .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-        .await;
+    bounded(channel.basic_cancel(consumer.tag(), BasicCancelOptions::default())).await;
     if delete {
-        let _ = channel
-            .queue_delete(queue.into(), QueueDeleteOptions::default())
-            .await;
+        bounded(channel.queue_delete(queue.into(), QueueDeleteOptions::default())).await;
     }
-    let _ = channel.close(200, "unsubscribed".into()).await;
+    bounded(channel.close(200, "unsubscribed".into())).await;
 }
 
 /// Deliveries acknowledged together (they are in the subscriber's queue already).
@@ -272,7 +269,7 @@ impl Attempts {
 
 /// Decodes an AMQP delivery into what a subscriber receives: topic, message,
 /// headers and the AMQP message id.
-pub(crate) fn to_delivery<M: DeserializeOwned>(
+fn to_delivery<M: DeserializeOwned>(
     link: &Link,
     delivery: &lapin::message::Delivery,
 ) -> Result<Delivery<M>, String> {
@@ -283,6 +280,34 @@ pub(crate) fn to_delivery<M: DeserializeOwned>(
         d = d.with_id(id.as_str());
     }
     Ok(d)
+}
+
+/// Counts a delivery received and decodes it; a malformed one is logged,
+/// counted and rejected without requeue (after what was taken before it is
+/// acknowledged), and `None` is returned.
+pub(crate) async fn decode_or_reject<M: DeserializeOwned>(
+    link: &Link,
+    delivery: &lapin::message::Delivery,
+    unacked: &mut Option<lapin::Acker>,
+    count: &mut usize,
+    generation: u64,
+) -> Option<Delivery<M>> {
+    link.health
+        .received
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    match to_delivery::<M>(link, delivery) {
+        Ok(d) => Some(d),
+        Err(why) => {
+            link.rejected(
+                delivery.routing_key.as_str(),
+                "malformed message rejected",
+                &why,
+            );
+            flush_ack(unacked, count, link, generation).await;
+            bounded(delivery.reject(BasicRejectOptions { requeue: false })).await;
+            None
+        }
+    }
 }
 
 /// Runs one subscription until the subscriber goes away or the bus stops.
@@ -348,21 +373,16 @@ pub(crate) async fn run<M: DeserializeOwned + Send + Sync + 'static>(
                     break;
                 }
             };
-            link.health
-                .received
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let d = match to_delivery::<M>(&link, &delivery) {
-                Ok(d) => d,
-                Err(why) => {
-                    link.rejected(
-                        delivery.routing_key.as_str(),
-                        "malformed message rejected",
-                        &why,
-                    );
-                    flush_ack(&mut unacked, &mut unacked_count, &link, live.generation).await;
-                    bounded(delivery.reject(BasicRejectOptions { requeue: false })).await;
-                    continue;
-                }
+            let Some(d) = decode_or_reject::<M>(
+                &link,
+                &delivery,
+                &mut unacked,
+                &mut unacked_count,
+                live.generation,
+            )
+            .await
+            else {
+                continue;
             };
             let acker = delivery.acker;
             if at_most_once {

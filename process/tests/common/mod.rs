@@ -42,6 +42,21 @@ pub async fn within<T>(fut: impl Future<Output = T>) -> T {
         .expect("did not finish within 10 s")
 }
 
+/// Waits until `f` holds, asking every 50 ms (bounded by [`within`]).
+pub async fn until(f: impl FnMut() -> bool) {
+    until_every(Duration::from_millis(50), f).await;
+}
+
+/// Waits until `f` holds, asking every `period` (bounded by [`within`]).
+pub async fn until_every(period: Duration, mut f: impl FnMut() -> bool) {
+    within(async {
+        while !f() {
+            tokio::time::sleep(period).await;
+        }
+    })
+    .await;
+}
+
 /// Resident set size of this test process in bytes (Linux).
 pub fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")

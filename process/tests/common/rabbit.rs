@@ -100,17 +100,42 @@ pub fn queues(prefix: &str) -> Vec<(String, u64, u64)> {
         .collect()
 }
 
-/// Bindings whose source exchange starts with `prefix` (`rabbitmqctl list_bindings`).
-pub fn bindings(prefix: &str) -> usize {
+/// Every binding on the broker: (source exchange, destination, routing key).
+fn binding_rows() -> Vec<(String, String, String)> {
     let listing = [
         "list_bindings",
         "-q",
         "--no-table-headers",
         "source_name",
         "destination_name",
+        "routing_key",
     ];
     rabbitmqctl(&listing)
         .lines()
-        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((
+                f.next()?.to_owned(),
+                f.next()?.to_owned(),
+                f.next()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// Bindings whose source exchange starts with `prefix` (`rabbitmqctl list_bindings`).
+pub fn bindings(prefix: &str) -> usize {
+    binding_rows()
+        .iter()
+        .filter(|(source, _, _)| source.starts_with(prefix))
         .count()
+}
+
+/// Routing keys bound from `exchange` to queues whose name starts with `queue_prefix`.
+pub fn bound_keys(exchange: &str, queue_prefix: &str) -> std::collections::BTreeSet<String> {
+    binding_rows()
+        .into_iter()
+        .filter(|(source, queue, _)| source == exchange && queue.starts_with(queue_prefix))
+        .map(|(_, _, key)| key)
+        .collect()
 }
