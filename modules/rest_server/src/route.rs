@@ -1,0 +1,112 @@
+//! From an HTTP method and path to a request topic.
+//!
+//! `GET /users/42/orders` under prefix `rest` is topic `rest.get.users.42.orders`:
+//! the method in lower case, then each non-empty path segment, percent-decoded.
+//! A segment that cannot be a topic word — one that holds `.`, `*` or `#`, or
+//! is not UTF-8 once decoded — is refused with 400, not escaped: an escaped
+//! word would be a topic nobody subscribes to on purpose, and `report.pdf`
+//! turned into `report_pdf` would collide with a real `report_pdf`. A topic
+//! longer than 255 bytes is refused with 414.
+
+use axum::http::{Method, StatusCode};
+use telamon_sdk::{Topic, TopicError};
+
+/// Why a path has no topic: the status and the reason for the client.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Refused {
+    pub(crate) status: StatusCode,
+    pub(crate) reason: String,
+}
+
+/// The path's words, percent-decoded; `Err` holds the first raw segment that
+/// is not UTF-8 once decoded.
+pub(crate) fn path_words(path: &str) -> Result<Vec<String>, String> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|w| w.into_owned())
+                .map_err(|_| s.to_owned())
+        })
+        .collect()
+}
+
+/// The topic of a request; `words` are the decoded path words.
+pub(crate) fn request_topic(
+    prefix: &str,
+    method: &Method,
+    words: Result<&[String], &str>,
+) -> Result<Topic, Refused> {
+    let words = words.map_err(|raw| Refused {
+        status: StatusCode::BAD_REQUEST,
+        reason: format!("path segment `{raw}` is not UTF-8 once decoded"),
+    })?;
+    let method = method.as_str().to_ascii_lowercase();
+    let mut topic = String::with_capacity(prefix.len() + method.len() + 2 + words.len() * 8);
+    topic.push_str(prefix);
+    topic.push('.');
+    topic.push_str(&method);
+    for w in words {
+        if let Some(c) = w.chars().find(|c| matches!(c, '.' | '*' | '#')) {
+            return Err(Refused {
+                status: StatusCode::BAD_REQUEST,
+                reason: format!(
+                    "path segment `{w}` holds `{c}`, which cannot be part of a topic word"
+                ),
+            });
+        }
+        topic.push('.');
+        topic.push_str(w);
+    }
+    Topic::new(&topic).map_err(|e| match e {
+        TopicError::TooLong { len, .. } => Refused {
+            status: StatusCode::URI_TOO_LONG,
+            reason: format!("the path makes a topic of {len} bytes, more than 255"),
+        },
+        other => Refused {
+            status: StatusCode::BAD_REQUEST,
+            reason: other.to_string(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(method: Method, path: &str) -> Result<String, Refused> {
+        let words = path_words(path);
+        request_topic(
+            "rest",
+            &method,
+            words.as_deref().map_err(String::as_str),
+        )
+        .map(|t| t.as_str().to_owned())
+    }
+
+    #[test]
+    fn method_and_words_make_the_topic() {
+        assert_eq!(topic(Method::GET, "/users/42").unwrap(), "rest.get.users.42");
+        assert_eq!(topic(Method::POST, "/").unwrap(), "rest.post");
+        assert_eq!(topic(Method::DELETE, "//a//b/").unwrap(), "rest.delete.a.b");
+        assert_eq!(topic(Method::GET, "/caf%C3%A9").unwrap(), "rest.get.café");
+    }
+
+    #[test]
+    fn words_that_cannot_be_topic_words_are_refused() {
+        for path in ["/report.pdf", "/a/%2A", "/%23", "/a/%2e%2e"] {
+            let r = topic(Method::GET, path).unwrap_err();
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}");
+        }
+        assert_eq!(
+            topic(Method::GET, "/%FF").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        let long = format!("/{}", "w/".repeat(200));
+        assert_eq!(
+            topic(Method::GET, &long).unwrap_err().status,
+            StatusCode::URI_TOO_LONG
+        );
+    }
+}
