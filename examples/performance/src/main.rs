@@ -12,7 +12,10 @@
 //! scenarios need RabbitMQ (`AMQP_URL`, default the local broker); the
 //! baseline there is raw lapin doing the same work. The `axon-*` scenarios
 //! run an in-process AxonServer-compatible test server; the baseline there
-//! is raw tonic doing the same work against the same server.
+//! is raw tonic doing the same work against the same server. `rest-request`
+//! sends HTTP GETs from 64 keep-alive clients through the `rest-server`
+//! module to a bus handler; the baseline there is a bare axum handler
+//! answering the same JSON.
 
 mod axon_baseline;
 mod axon_bridge;
@@ -23,12 +26,13 @@ mod lapin_baseline;
 mod measurement;
 mod message;
 mod request_clock;
+mod rest_request;
 mod telamon_system;
 
 use measurement::Measurement;
 use telamon_system::ManySubsBus;
 
-const SCENARIOS: [&str; 15] = [
+const SCENARIOS: [&str; 16] = [
     "inproc-1to1",
     "inproc-fanout4",
     "inproc-request",
@@ -44,6 +48,7 @@ const SCENARIOS: [&str; 15] = [
     "inproc-many-subs-100000",
     "rabbit-many-subs-0",
     "rabbit-many-subs-1000",
+    "rest-request",
 ];
 /// Messages in `inproc-many-subs-N` (through Caryatid: half).
 const MANY_SUBS_MESSAGES: u64 = 200_000;
@@ -56,6 +61,8 @@ const CARYATID_MANY_SUBS_MAX: u64 = 10_000;
 const AXON_BATCH: u64 = 100;
 /// Telamon's default queue depth; the baseline uses the same.
 const QUEUE: usize = 1024;
+/// Keep-alive HTTP clients in `rest-request`.
+const REST_CLIENTS: u64 = 64;
 /// Requests one requester keeps outstanding.
 const IN_FLIGHT: usize = 16;
 const FANOUT_PATTERNS: [&str; 4] = ["perf.test", "perf.#", "perf.*", "#"];
@@ -162,6 +169,13 @@ async fn scenario(name: &str, scale: u64) -> anyhow::Result<Vec<Measurement>> {
             // Caryatid declares a queue per request and never deletes it.
             caryatid_system::rabbit_request(300 / scale).await?,
         ],
+        "rest-request" => {
+            let n = 100_000 / scale;
+            vec![
+                rest_request::telamon(n, REST_CLIENTS).await?,
+                rest_request::baseline(n, REST_CLIENTS).await?,
+            ]
+        }
         "axon-command" => {
             let server = telamon_testkit::AxonTestServer::builder().start().await?;
             let n = 20_000 / scale;
@@ -428,6 +442,7 @@ fn summary(results: &[Measurement]) {
         ("axon-command", "telamon", "baseline", 0.77),
         ("axon-append", "telamon", "baseline", 0.8),
         ("axon-track", "telamon", "baseline", 0.8),
+        ("rest-request", "telamon", "baseline", 0.7),
         (
             "inproc-1to1",
             "telamon-metrics-on",

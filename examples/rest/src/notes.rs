@@ -65,7 +65,10 @@ impl Notes {
                 if text.is_empty() || text.chars().count() > me.max_length {
                     return Err(http_error(
                         422,
-                        format!("send {{\"text\": …}} with 1 to {} characters", me.max_length),
+                        format!(
+                            "send {{\"text\": …}} with 1 to {} characters",
+                            me.max_length
+                        ),
                     ));
                 }
                 let author = request.header("x-author").unwrap_or("anonymous");
@@ -95,7 +98,12 @@ impl Notes {
         ctx.handle("api.get.notes.*", move |r| {
             let found = rest_request(r.message()).and_then(|req| {
                 let id = note_id(&req)?;
-                me.store.lock().unwrap().notes.get(&id).cloned()
+                me.store
+                    .lock()
+                    .unwrap()
+                    .notes
+                    .get(&id)
+                    .cloned()
                     .ok_or_else(|| http_error(404, format!("no note {id}")))
             });
             async move { Ok::<_, HandlerError>(Value::from(RestResponse::json(200, found?))) }

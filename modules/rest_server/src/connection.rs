@@ -13,9 +13,11 @@ use std::task::{Context, Poll};
 
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
+use futures_util::task::AtomicWaker;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// Accepts TCP connections that can be cut.
 #[derive(Debug)]
@@ -25,7 +27,34 @@ pub(crate) struct CuttableListener(pub(crate) TcpListener);
 #[derive(Debug, Clone)]
 pub(crate) struct Connection {
     pub(crate) peer: SocketAddr,
-    pub(crate) cut: CancellationToken,
+    pub(crate) cut: Cut,
+}
+
+/// The switch: thrown once, it wakes the connection's task.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Cut(Arc<CutState>);
+
+#[derive(Debug, Default)]
+struct CutState {
+    thrown: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Cut {
+    /// Makes the connection's next read or write fail.
+    pub(crate) fn cut(&self) {
+        self.0.thrown.store(true, Ordering::Release);
+        self.0.waker.wake();
+    }
+
+    /// Ready once thrown; registers `cx` to be woken then.
+    fn poll(&self, cx: &mut Context<'_>) -> bool {
+        if self.0.thrown.load(Ordering::Acquire) {
+            return true;
+        }
+        self.0.waker.register(cx.waker());
+        self.0.thrown.load(Ordering::Acquire)
+    }
 }
 
 impl Listener for CuttableListener {
@@ -34,10 +63,9 @@ impl Listener for CuttableListener {
 
     async fn accept(&mut self) -> (CuttableIo, Connection) {
         let (stream, peer) = Listener::accept(&mut self.0).await;
-        let _ = stream.set_nodelay(true);
-        let cut = CancellationToken::new();
+        let cut = Cut::default();
         let io = CuttableIo {
-            cut: Box::pin(cut.clone().cancelled_owned()),
+            cut: cut.clone(),
             stream,
         };
         (io, Connection { peer, cut })
@@ -46,7 +74,7 @@ impl Listener for CuttableListener {
     fn local_addr(&self) -> io::Result<Connection> {
         Ok(Connection {
             peer: self.0.local_addr()?,
-            cut: CancellationToken::new(),
+            cut: Cut::default(),
         })
     }
 }
@@ -60,7 +88,7 @@ impl Connected<IncomingStream<'_, CuttableListener>> for Connection {
 /// A TCP stream whose reads and writes fail once its switch is thrown.
 pub(crate) struct CuttableIo {
     stream: TcpStream,
-    cut: Pin<Box<WaitForCancellationFutureOwned>>,
+    cut: Cut,
 }
 
 impl std::fmt::Debug for CuttableIo {
@@ -74,11 +102,12 @@ impl std::fmt::Debug for CuttableIo {
 impl CuttableIo {
     /// `pending` from the socket, unless the switch is thrown (checked only
     /// then, so a busy connection pays nothing for it).
-    fn or_cut<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    fn or_cut<T>(&self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         match polled {
-            Poll::Pending if self.cut.as_mut().poll(cx).is_ready() => Poll::Ready(Err(
-                io::Error::new(io::ErrorKind::ConnectionAborted, "cut by the server"),
-            )),
+            Poll::Pending if self.cut.poll(cx) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "cut by the server",
+            ))),
             other => other,
         }
     }

@@ -24,8 +24,9 @@ pub(crate) struct Cors {
 impl Cors {
     pub(crate) fn new(config: &CorsConfig) -> Result<Self, ModuleError> {
         let value = |key: &str, text: String| {
-            HeaderValue::try_from(text.as_str())
-                .map_err(|_| ModuleError::new(format!("`cors.{key}`: `{text}` is not a header value")))
+            HeaderValue::try_from(text.as_str()).map_err(|_| {
+                ModuleError::new(format!("`cors.{key}`: `{text}` is not a header value"))
+            })
         };
         if config.allow_origins.is_empty() {
             return Err(ModuleError::new(

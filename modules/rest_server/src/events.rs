@@ -23,7 +23,9 @@ use std::sync::{Arc, Mutex};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use telamon_sdk::{Context, Counter, FullPolicy, Gauge, Message, Pattern, SubscribeOptions, Subscription};
+use telamon_sdk::{
+    Context, Counter, FullPolicy, Gauge, Message, Pattern, SubscribeOptions, Subscription,
+};
 use tokio::sync::mpsc;
 
 use crate::config::EventStreamConfig;
@@ -111,7 +113,7 @@ impl EventStream {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     self.dropped.inc();
-                    connection.cut.cancel();
+                    connection.cut.cut();
                     tracing::info!(module = %id, path = %self.path, peer = %connection.peer, "an event stream client fell behind; disconnected");
                     false
                 }

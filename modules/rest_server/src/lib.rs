@@ -77,5 +77,5 @@ mod server;
 mod static_files;
 
 pub use config::{CorsConfig, EventStreamConfig, RestServerConfig, RouteTimeout, StaticConfig};
-pub use message::{Body, RestMessage, RestRequest, RestResponse, http_error};
+pub use message::{Body, Encoded, RestMessage, RestRequest, RestResponse, http_error};
 pub use server::RestServer;

@@ -77,17 +77,16 @@ mod tests {
 
     fn topic(method: Method, path: &str) -> Result<String, Refused> {
         let words = path_words(path);
-        request_topic(
-            "rest",
-            &method,
-            words.as_deref().map_err(String::as_str),
-        )
-        .map(|t| t.as_str().to_owned())
+        request_topic("rest", &method, words.as_deref().map_err(String::as_str))
+            .map(|t| t.as_str().to_owned())
     }
 
     #[test]
     fn method_and_words_make_the_topic() {
-        assert_eq!(topic(Method::GET, "/users/42").unwrap(), "rest.get.users.42");
+        assert_eq!(
+            topic(Method::GET, "/users/42").unwrap(),
+            "rest.get.users.42"
+        );
         assert_eq!(topic(Method::POST, "/").unwrap(), "rest.post");
         assert_eq!(topic(Method::DELETE, "//a//b/").unwrap(), "rest.delete.a.b");
         assert_eq!(topic(Method::GET, "/caf%C3%A9").unwrap(), "rest.get.café");

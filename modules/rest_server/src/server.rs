@@ -19,6 +19,7 @@
 //!   flight are answered (the buses close only after), then the listener
 //!   closes.
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +41,7 @@ use crate::config::RestServerConfig;
 use crate::connection::{Connection, CuttableListener};
 use crate::cors::Cors;
 use crate::events::EventStream;
-use crate::message::{Body, RestMessage, RestRequest, RestResponse};
+use crate::message::{Body, Encoded, RestMessage, RestRequest};
 use crate::route;
 use crate::static_files::{Found, StaticFiles};
 
@@ -64,8 +65,8 @@ impl<M: RestMessage> Module<M> for RestServer<M> {
     type Config = RestServerConfig;
 
     fn new(config: RestServerConfig) -> Result<Self, ModuleError> {
-        let prefix = Topic::new(&config.prefix)
-            .map_err(|e| ModuleError::new(format!("`prefix`: {e}")))?;
+        let prefix =
+            Topic::new(&config.prefix).map_err(|e| ModuleError::new(format!("`prefix`: {e}")))?;
         drop(prefix);
         if config.timeout.is_zero() || config.body_limit == 0 {
             return Err(ModuleError::new(
@@ -139,11 +140,9 @@ impl<M: RestMessage> Module<M> for RestServer<M> {
     }
 
     async fn init(self: Arc<Self>, ctx: Context<M>) -> Result<(), ModuleError> {
-        let listener = TcpListener::bind(&self.config.address)
-            .await
-            .map_err(|e| {
-                ModuleError::new(format!("cannot listen on `{}`: {e}", self.config.address))
-            })?;
+        let listener = TcpListener::bind(&self.config.address).await.map_err(|e| {
+            ModuleError::new(format!("cannot listen on `{}`: {e}", self.config.address))
+        })?;
         let local = listener.local_addr()?;
         let mut streams = Vec::new();
         for (config, pattern) in self.config.events.iter().zip(&self.events) {
@@ -219,11 +218,19 @@ async fn gateway<M: RestMessage>(
     response
 }
 
-async fn answer<M: RestMessage>(s: &Shared<M>, connection: Connection, request: Request) -> Response {
+async fn answer<M: RestMessage>(
+    s: &Shared<M>,
+    connection: Connection,
+    request: Request,
+) -> Response {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     if parts.method == Method::OPTIONS
-        && let Some(preflight) = s.server.cors.as_ref().and_then(|c| c.preflight(&parts.headers))
+        && let Some(preflight) = s
+            .server
+            .cors
+            .as_ref()
+            .and_then(|c| c.preflight(&parts.headers))
     {
         return preflight;
     }
@@ -269,8 +276,8 @@ async fn answer<M: RestMessage>(s: &Shared<M>, connection: Connection, request: 
         options = options.headers(Headers::new().with(TRACEPARENT, tp));
     }
     match s.ctx.request_with(topic, M::from(request), options).await {
-        Ok(answer) => match answer.rest_response() {
-            Ok(r) => to_http(&r).unwrap_or_else(|reason| {
+        Ok(answer) => match answer.encode_response() {
+            Ok(r) => to_http(r).unwrap_or_else(|reason| {
                 tracing::warn!(module = %s.ctx.id(), path, %reason, "a handler's answer cannot be sent");
                 error(StatusCode::INTERNAL_SERVER_ERROR, &reason)
             }),
@@ -298,6 +305,9 @@ async fn read_body(headers: &HeaderMap, body: HttpBody, limit: usize) -> Result<
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
+    }
+    if axum::body::HttpBody::is_end_stream(&body) {
+        return Ok(Body::Empty);
     }
     let bytes: Bytes = match Limited::new(body, limit).collect().await {
         Ok(c) => c.to_bytes(),
@@ -356,37 +366,25 @@ fn allowed_headers(
 }
 
 /// A handler's response as HTTP; `Err` says what in it cannot be sent.
-fn to_http(r: &RestResponse) -> Result<Response, String> {
+fn to_http(r: Encoded) -> Result<Response, String> {
     let status = StatusCode::from_u16(r.status)
         .map_err(|_| format!("status {} is not an HTTP status", r.status))?;
-    let (default_type, bytes): (&str, Bytes) = match &r.body {
-        Body::Empty => ("", Bytes::new()),
-        Body::Json(v) => (
-            "application/json",
-            serde_json::to_vec(v).map_err(|e| e.to_string())?.into(),
-        ),
-        Body::Text(t) => ("text/plain; charset=utf-8", Bytes::copy_from_slice(t.as_bytes())),
-        Body::Bytes(b) => ("application/octet-stream", Bytes::copy_from_slice(b)),
-    };
-    let mut response = (status, bytes).into_response();
+    let mut response = Response::new(HttpBody::from(r.body));
+    *response.status_mut() = status;
     let h = response.headers_mut();
-    h.remove(header::CONTENT_TYPE);
-    match (&r.content_type, default_type) {
-        (Some(t), _) => {
-            let v = HeaderValue::try_from(t.as_str())
-                .map_err(|_| format!("content type `{t}` is not a header value"))?;
-            h.insert(header::CONTENT_TYPE, v);
-        }
-        (None, "") => {}
-        (None, t) => {
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(t));
-        }
+    if let Some(t) = r.content_type {
+        let v = match t {
+            Cow::Borrowed(t) => HeaderValue::from_static(t),
+            Cow::Owned(t) => HeaderValue::try_from(t.as_str())
+                .map_err(|_| format!("content type `{t}` is not a header value"))?,
+        };
+        h.insert(header::CONTENT_TYPE, v);
     }
-    for (k, v) in &r.headers {
-        let name = HeaderName::try_from(k.as_str())
-            .map_err(|_| format!("`{k}` is not a header name"))?;
-        let value =
-            HeaderValue::try_from(v.as_str()).map_err(|_| format!("header `{k}`: `{v}` is not a header value"))?;
+    for (k, v) in r.headers {
+        let name =
+            HeaderName::try_from(k.as_str()).map_err(|_| format!("`{k}` is not a header name"))?;
+        let value = HeaderValue::try_from(v.as_str())
+            .map_err(|_| format!("header `{k}`: `{v}` is not a header value"))?;
         h.append(name, value);
     }
     Ok(response)

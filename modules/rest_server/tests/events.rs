@@ -57,9 +57,15 @@ async fn a_client_receives_what_is_published_on_the_pattern() {
     );
     let mut body = r.into_body();
     let ctx = p.context("t");
-    ctx.publish("orders.placed", json!({"id": 1})).await.unwrap();
-    ctx.publish("payments.made", json!("not streamed")).await.unwrap();
-    ctx.publish("orders.shipped.eu", json!({"id": 1})).await.unwrap();
+    ctx.publish("orders.placed", json!({"id": 1}))
+        .await
+        .unwrap();
+    ctx.publish("payments.made", json!("not streamed"))
+        .await
+        .unwrap();
+    ctx.publish("orders.shipped.eu", json!({"id": 1}))
+        .await
+        .unwrap();
     let mut buffer = String::new();
     let events = read_events(&mut body, &mut buffer, 2).await;
     assert_eq!(
@@ -70,7 +76,10 @@ async fn a_client_receives_what_is_published_on_the_pattern() {
         ]
     );
     assert_eq!(
-        metric(&p, "telamon_rest_sse_clients{module=\"rest\",path=\"/events\"}"),
+        metric(
+            &p,
+            "telamon_rest_sse_clients{module=\"rest\",path=\"/events\"}"
+        ),
         Some(1.0)
     );
     // At stop the stream ends, so the server's shutdown does not wait for it.
@@ -109,7 +118,10 @@ async fn a_stalled_client_is_dropped_and_counted_and_nobody_waits_for_it() {
     let r = client().request(get(addr, "/events")).await.unwrap();
     let mut body = r.into_body();
     until("both clients connected", || {
-        metric(&p, "telamon_rest_sse_clients{module=\"rest\",path=\"/events\"}") == Some(2.0)
+        metric(
+            &p,
+            "telamon_rest_sse_clients{module=\"rest\",path=\"/events\"}",
+        ) == Some(2.0)
     })
     .await;
 
@@ -131,11 +143,17 @@ async fn a_stalled_client_is_dropped_and_counted_and_nobody_waits_for_it() {
     }
     assert_eq!(received, 400);
     until("the stalled client dropped", || {
-        metric(&p, "telamon_rest_sse_dropped_total{module=\"rest\",path=\"/events\"}") == Some(1.0)
+        metric(
+            &p,
+            "telamon_rest_sse_dropped_total{module=\"rest\",path=\"/events\"}",
+        ) == Some(1.0)
     })
     .await;
     assert_eq!(
-        metric(&p, "telamon_rest_sse_clients{module=\"rest\",path=\"/events\"}"),
+        metric(
+            &p,
+            "telamon_rest_sse_clients{module=\"rest\",path=\"/events\"}"
+        ),
         Some(1.0)
     );
     // Its connection is closed, not left to hang: reading it now ends.

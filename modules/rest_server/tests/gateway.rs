@@ -56,10 +56,18 @@ async fn method_path_query_headers_and_body_reach_the_handler() {
         got["query"],
         json!({"q": ["a b"], "tag": ["x", "y"], "plus": ["1 2"], "empty": [""]})
     );
-    assert_eq!(got["headers"], json!({"x-tenant": "acme"}), "only allowed headers");
-    assert_eq!(got["body"], json!("empty"));
+    assert_eq!(
+        got["headers"],
+        json!({"x-tenant": "acme"}),
+        "only allowed headers"
+    );
+    assert_eq!(got.get("body"), None, "no body");
 
-    let a = send(&c, post_json(addr, "/items", &json!({"name": "pen", "n": 3}))).await;
+    let a = send(
+        &c,
+        post_json(addr, "/items", &json!({"name": "pen", "n": 3})),
+    )
+    .await;
     assert_eq!(a.json()["topic"], "rest.post.items");
     assert_eq!(a.json()["body"], json!({"json": {"name": "pen", "n": 3}}));
 
@@ -99,7 +107,11 @@ async fn a_response_keeps_its_status_headers_content_type_and_body() {
         .unwrap();
     let _c = ctx
         .handle("rest.get.raw", |_| async {
-            Ok(Value::from(RestResponse::bytes(200, "image/png", vec![137, 80])))
+            Ok(Value::from(RestResponse::bytes(
+                200,
+                "image/png",
+                vec![137, 80],
+            )))
         })
         .await
         .unwrap();
@@ -137,7 +149,10 @@ async fn no_handler_is_a_404_at_once_not_after_the_timeout() {
     let a = send(&client(), get(addr, "/nobody/home")).await;
     assert_eq!(a.status, 404);
     assert!(
-        a.json()["error"].as_str().unwrap().contains("rest.get.nobody.home"),
+        a.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("rest.get.nobody.home"),
         "{:?}",
         a.json()
     );
@@ -188,7 +203,10 @@ async fn handler_errors_become_their_status_or_500_with_a_json_body() {
     let a = send(&c, get(addr, "/confused")).await;
     assert_eq!(a.status, 500);
     assert!(
-        a.json()["error"].as_str().unwrap().contains("not a REST response"),
+        a.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a REST response"),
         "{:?}",
         a.json()
     );
@@ -243,7 +261,8 @@ async fn bad_input_is_refused_before_the_bus() {
     assert_eq!(a.status, 413);
     // Chunked, no length: refused once the limit is passed.
     let chunks = futures_util::stream::iter(
-        (0..20).map(|_| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(vec![b'y'; 100])))),
+        (0..20)
+            .map(|_| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(vec![b'y'; 100])))),
     );
     let chunked_client =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -271,7 +290,12 @@ async fn bad_input_is_refused_before_the_bus() {
     )
     .await;
     assert_eq!(a.status, 400);
-    assert!(a.json()["error"].as_str().unwrap().contains("not valid JSON"));
+    assert!(
+        a.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON")
+    );
     // Path words that cannot be topic words.
     for path in ["/report.pdf", "/a/%2A", "/%23/x", "/%FF"] {
         let a = send(&c, get(addr, path)).await;
@@ -323,7 +347,11 @@ async fn cors_preflights_are_answered_and_answers_carry_the_origin() {
         a.header("access-control-allow-origin"),
         Some("https://app.example")
     );
-    assert!(a.header("access-control-allow-methods").unwrap().contains("POST"));
+    assert!(
+        a.header("access-control-allow-methods")
+            .unwrap()
+            .contains("POST")
+    );
     assert_eq!(
         a.header("access-control-allow-headers"),
         Some("content-type, x-tenant")
@@ -357,10 +385,16 @@ async fn static_files_are_served_and_the_rest_goes_to_the_bus() {
     std::fs::write(dir.join("index.html"), "<h1>home</h1>").unwrap();
     std::fs::write(dir.join("js/app.js"), "console.log(1)").unwrap();
     std::fs::write(dir.join(".env"), "SECRET=1").unwrap();
-    let outside = dir.parent().unwrap().join(format!("telamon-rest-outside-{}", std::process::id()));
+    let outside = dir
+        .parent()
+        .unwrap()
+        .join(format!("telamon-rest-outside-{}", std::process::id()));
     std::fs::write(&outside, "outside").unwrap();
     let (p, addr) = start(
-        &format!("[module.rest.static]\nfolder = {:?}", dir.display().to_string()),
+        &format!(
+            "[module.rest.static]\nfolder = {:?}",
+            dir.display().to_string()
+        ),
         "",
     )
     .await;
@@ -376,7 +410,10 @@ async fn static_files_are_served_and_the_rest_goes_to_the_bus() {
     assert_eq!((a.status, &a.body[..]), (200, &b"<h1>home</h1>"[..]));
     assert_eq!(a.header("content-type"), Some("text/html; charset=utf-8"));
     let a = send(&c, get(addr, "/js/app.js")).await;
-    assert_eq!(a.header("content-type"), Some("text/javascript; charset=utf-8"));
+    assert_eq!(
+        a.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
     assert_eq!(&a.body[..], b"console.log(1)");
     let a = send(
         &c,
@@ -388,7 +425,10 @@ async fn static_files_are_served_and_the_rest_goes_to_the_bus() {
     assert_eq!((a.status, a.body.len()), (200, 0));
     assert_eq!(a.header("content-length"), Some("14"));
     // No file there: the bus answers.
-    assert_eq!(send(&c, get(addr, "/api/items")).await.json(), json!("from the bus"));
+    assert_eq!(
+        send(&c, get(addr, "/api/items")).await.json(),
+        json!("from the bus")
+    );
     // Hidden files and ways out of the folder.
     let name = outside.file_name().unwrap().to_str().unwrap();
     for path in [
@@ -417,10 +457,7 @@ async fn two_servers_in_one_process_keep_their_own_prefixes() {
     )
     .await;
     let ctx = p.context("t");
-    let _h = ctx
-        .handle("#", |r| async move { echo(r) })
-        .await
-        .unwrap();
+    let _h = ctx.handle("#", |r| async move { echo(r) }).await.unwrap();
     let c = client();
     let a = send(&c, get(addr, "/status")).await;
     assert_eq!(a.json()["topic"], "public.get.status");
@@ -464,7 +501,10 @@ async fn ten_thousand_requests_from_64_clients_are_all_answered() {
     }
     assert_eq!(answered, 10_000);
     assert_eq!(
-        metric(&p, "telamon_rest_requests_total{module=\"rest\",status=\"2xx\"}"),
+        metric(
+            &p,
+            "telamon_rest_requests_total{module=\"rest\",status=\"2xx\"}"
+        ),
         Some(10_000.0)
     );
     p.stop().await;
@@ -477,10 +517,12 @@ async fn bad_config_and_a_taken_port_fail_startup_naming_the_cause() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("body-limt"), "{e}");
-    let e = try_start("[module.rest]\nclass = \"rest-server\"\nevents = [{ path = \"/e\", pattern = \"a.#.\" }]")
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = try_start(
+        "[module.rest]\nclass = \"rest-server\"\nevents = [{ path = \"/e\", pattern = \"a.#.\" }]",
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("events[0].pattern"), "{e}");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap();

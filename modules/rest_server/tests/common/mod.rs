@@ -72,13 +72,20 @@ impl Answer {
 }
 
 /// Sends `request`; fails the test after 10 s.
-pub async fn send(client: &Client<HttpConnector, Full<Bytes>>, request: Request<Full<Bytes>>) -> Answer {
+pub async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> Answer {
     tokio::time::timeout(Duration::from_secs(10), async {
         let r = client.request(request).await.unwrap();
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         let body = r.into_body().collect().await.unwrap().to_bytes();
-        Answer { status, headers, body }
+        Answer {
+            status,
+            headers,
+            body,
+        }
     })
     .await
     .expect("no answer within 10 s")
