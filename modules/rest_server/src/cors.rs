@@ -70,15 +70,18 @@ impl Cors {
         h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, self.methods.clone());
         h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, self.headers.clone());
         h.insert(header::ACCESS_CONTROL_MAX_AGE, self.max_age.clone());
-        h.insert(header::VARY, HeaderValue::from_static("origin"));
         Some(r)
     }
 
-    /// Adds `Access-Control-Allow-Origin` when `origin` is allowed.
+    /// Adds `Access-Control-Allow-Origin` when `origin` is allowed, and —
+    /// unless any origin is — `Vary: origin` to every answer, so a shared
+    /// cache never hands one origin's answer to another.
     pub(crate) fn decorate(&self, origin: Option<&HeaderValue>, response: &mut Response) {
+        let h = response.headers_mut();
         if let Some(allowed) = origin.and_then(|o| self.allowed(o)) {
-            let h = response.headers_mut();
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+        }
+        if !self.any_origin {
             h.append(header::VARY, HeaderValue::from_static("origin"));
         }
     }

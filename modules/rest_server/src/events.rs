@@ -15,8 +15,9 @@
 //! - **A fast publisher**: the stream's own subscription drops its oldest
 //!   message when full (`drop-oldest`, 4096), so the stream never slows a
 //!   publisher; what it missed is logged at `warn` with a count.
-//! - **Stop**: every stream ends, so the server's graceful shutdown does not
-//!   wait for clients that would never leave.
+//! - **Stop**: every stream ends and its connection is cut, so the server's
+//!   graceful shutdown waits neither for clients that would never leave nor
+//!   for one that stopped reading; a client connecting after that gets 503.
 
 use std::sync::{Arc, Mutex};
 
@@ -37,7 +38,7 @@ const SUBSCRIPTION_QUEUE: usize = 4096;
 pub(crate) struct EventStream {
     pub(crate) path: String,
     client_queue: usize,
-    clients: Mutex<Vec<(mpsc::Sender<Arc<str>>, Connection)>>,
+    clients: Mutex<Clients>,
     connected: Gauge,
     dropped: Counter,
 }
@@ -49,6 +50,13 @@ impl std::fmt::Debug for EventStream {
             .field("client_queue", &self.client_queue)
             .finish_non_exhaustive()
     }
+}
+
+/// The clients of a stream; none join once it is closed.
+#[derive(Default)]
+struct Clients {
+    list: Vec<(mpsc::Sender<Arc<str>>, Connection)>,
+    closed: bool,
 }
 
 #[derive(Serialize)]
@@ -68,7 +76,7 @@ impl EventStream {
         let stream = Arc::new(EventStream {
             path: config.path.clone(),
             client_queue: config.client_queue,
-            clients: Mutex::new(Vec::new()),
+            clients: Mutex::new(Clients::default()),
             connected: ctx.gauge(
                 "telamon_rest_sse_clients",
                 "clients connected to a server-sent event stream",
@@ -97,6 +105,9 @@ impl EventStream {
                 tracing::warn!(module = %id, path = %self.path, missed = sub.lagged() - reported, "the event stream fell behind the bus; messages were not streamed");
                 reported = sub.lagged();
             }
+            if self.lock().list.is_empty() {
+                continue;
+            }
             let envelope = Envelope {
                 topic: d.topic().as_str(),
                 message: &**d.message(),
@@ -108,8 +119,7 @@ impl EventStream {
                     continue;
                 }
             };
-            let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-            clients.retain(|(c, connection)| match c.try_send(data.clone()) {
+            self.lock().list.retain(|(c, connection)| match c.try_send(data.clone()) {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     self.dropped.inc();
@@ -122,13 +132,28 @@ impl EventStream {
         }
     }
 
-    /// A new client's response: the stream of events from now on.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Clients> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new client's response: the stream of events from now on (503 once
+    /// the stream is closed).
     pub(crate) fn connect(&self, connection: Connection) -> Response {
         let (tx, rx) = mpsc::channel::<Arc<str>>(self.client_queue);
-        self.clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((tx, connection));
+        {
+            let mut clients = self.lock();
+            if clients.closed {
+                return (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "the server is stopping",
+                )
+                    .into_response();
+            }
+            // Clients that left since the last message go now, so a quiet
+            // stream does not collect them.
+            clients.list.retain(|(c, _)| !c.is_closed());
+            clients.list.push((tx, connection));
+        }
         // Counted while the response body lives: hyper drops it when the
         // client goes or its stream ends.
         let client = Connected::new(rx, self.connected.clone());
@@ -144,12 +169,15 @@ impl EventStream {
             .into_response()
     }
 
-    /// Ends every client's stream (at stop).
+    /// Ends every client's stream and cuts its connection (at stop): a
+    /// client that stopped reading would otherwise hold hyper, and the stop,
+    /// until the shutdown deadline.
     pub(crate) fn close(&self) {
-        self.clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        let mut clients = self.lock();
+        clients.closed = true;
+        for (_, connection) in clients.list.drain(..) {
+            connection.cut.cut();
+        }
     }
 }
 

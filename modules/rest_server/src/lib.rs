@@ -10,7 +10,7 @@
 //! timeout = "5s"
 //! body-limit = 1048576
 //! allow-headers = ["authorization"]
-//! cors = { allow-origins = ["https://app.example"] }
+//! cors = { allow-origins = ["https://app.example"], allow-headers = ["content-type", "authorization"] }
 //! static = { folder = "www" }    # GET / → www/index.html
 //! events = [{ path = "/events", pattern = "orders.#" }]
 //! ```
@@ -49,12 +49,15 @@
 //! |---|---|---|
 //! | the handler's [`RestResponse`] | its status | its body, headers and content type |
 //! | the handler fails with [`http_error`]`(s, …)` | `s` (400–599) | `{"error": "…", "status": s}` |
-//! | the handler fails otherwise | 500 | `{"error": "…", "status": 500, "code": "…"}` (code when it set one) |
-//! | the answer is not a `RestResponse` | 500 | `{"error": "…", "status": 500}`, logged at `warn` |
+//! | the handler fails otherwise | 500 | `{"error": "…", "status": 500, "code": "…"}` (`code` when it set one that is not the status) |
+//! | the answer is not a `RestResponse`, has a status under 200, or sets a header the server owns (`content-length`, `transfer-encoding`, `connection` …) | 500 | `{"error": "…", "status": 500}`, logged at `warn` |
 //! | no handler for the topic | 404 at once | `{"error": "no responder …", "status": 404}` |
 //! | no answer within the timeout | 504 | JSON error |
 //! | body over `body-limit` | 413 | JSON error |
-//! | invalid JSON under a JSON content type; a path word with `.`, `*`, `#` | 400 | JSON error |
+//! | invalid JSON under a JSON content type; a path word with `.`, `*`, `#`; a method that is not letters and digits | 400 | JSON error |
+//! | a path making a topic over 255 bytes | 414 | JSON error |
+//! | a body that has not arrived within the timeout | 408 | JSON error |
+//! | the handler went away without answering; the bus failed | 502 | JSON error |
 //! | the process is stopping | 503 | JSON error |
 //!
 //! The topic is `{prefix}.{lower-case method}.{path words}`; see the

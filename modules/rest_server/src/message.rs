@@ -52,7 +52,7 @@ impl RestRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RestResponse {
-    /// HTTP status (100–999; anything else is answered 500).
+    /// HTTP status (200–999; anything else is answered 500).
     pub status: u16,
     /// Extra response headers.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

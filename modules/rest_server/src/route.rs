@@ -42,6 +42,12 @@ pub(crate) fn request_topic(
         status: StatusCode::BAD_REQUEST,
         reason: format!("path segment `{raw}` is not UTF-8 once decoded"),
     })?;
+    if !method.as_str().bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(Refused {
+            status: StatusCode::BAD_REQUEST,
+            reason: format!("method `{method}` cannot be a topic word"),
+        });
+    }
     let method = method.as_str().to_ascii_lowercase();
     let mut topic = String::with_capacity(prefix.len() + method.len() + 2 + words.len() * 8);
     topic.push_str(prefix);
@@ -102,6 +108,14 @@ mod tests {
             topic(Method::GET, "/%FF").unwrap_err().status,
             StatusCode::BAD_REQUEST
         );
+        for method in ["GET.X", "A*", "#"] {
+            let m = Method::from_bytes(method.as_bytes()).unwrap();
+            assert_eq!(
+                topic(m, "/y").unwrap_err().status,
+                StatusCode::BAD_REQUEST,
+                "{method}"
+            );
+        }
         let long = format!("/{}", "w/".repeat(200));
         assert_eq!(
             topic(Method::GET, &long).unwrap_err().status,

@@ -15,11 +15,12 @@
 //! - **Malformed input**: JSON that does not parse under a JSON content type,
 //!   a path segment that cannot be a topic word, or one that is not UTF-8 →
 //!   400 with a JSON error body, and nothing reaches the bus.
-//! - **Stop**: the server stops accepting, event streams end, requests in
-//!   flight are answered (the buses close only after), then the listener
-//!   closes.
+//! - **A slow upload**: a body that has not arrived within the request's
+//!   timeout is answered 408.
+//! - **Stop**: the listener closes, event streams end (their connections are
+//!   cut, so a client that stopped reading cannot hold the stop), requests in
+//!   flight are answered (the buses close only after).
 
-use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -244,6 +245,13 @@ async fn answer<M: RestMessage>(
             return r;
         }
     }
+    let timeout_for = |topic: &Topic| {
+        s.server
+            .timeouts
+            .iter()
+            .find(|(p, _)| p.matches_topic(topic))
+            .map_or(s.server.config.timeout, |(_, t)| *t)
+    };
     let words = route::path_words(path);
     let topic = match route::request_topic(
         &s.server.config.prefix,
@@ -253,9 +261,23 @@ async fn answer<M: RestMessage>(
         Ok(t) => t,
         Err(refused) => return error(refused.status, &refused.reason),
     };
-    let body = match read_body(&parts.headers, body, s.server.config.body_limit).await {
-        Ok(b) => b,
-        Err(r) => return r,
+    let timeout = timeout_for(&topic);
+    // A body that trickles in is given the request's timeout too, so a slow
+    // upload cannot hold a connection (or the server's stop) for ever.
+    let body = match tokio::time::timeout(
+        timeout,
+        read_body(&parts.headers, body, s.server.config.body_limit),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(r)) => return r,
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!("the body did not arrive within {timeout:?}"),
+            );
+        }
     };
     let request = RestRequest {
         method: parts.method.as_str().to_owned(),
@@ -265,12 +287,6 @@ async fn answer<M: RestMessage>(
         headers: allowed_headers(&parts.headers, &s.server.allow_headers),
         body,
     };
-    let timeout = s
-        .server
-        .timeouts
-        .iter()
-        .find(|(p, _)| p.matches_topic(&topic))
-        .map_or(s.server.config.timeout, |(_, t)| *t);
     let mut options = RequestOptions::new().timeout(timeout);
     if let Some(tp) = parts.headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()) {
         options = options.headers(Headers::new().with(TRACEPARENT, tp));
@@ -365,27 +381,47 @@ fn allowed_headers(
     out
 }
 
+/// Headers the server sets itself: a handler setting them could break the
+/// framing of the connection (a wrong length, a second one) or its life.
+const SERVER_HEADERS: [&str; 8] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-connection",
+];
+
 /// A handler's response as HTTP; `Err` says what in it cannot be sent.
 fn to_http(r: Encoded) -> Result<Response, String> {
     let status = StatusCode::from_u16(r.status)
-        .map_err(|_| format!("status {} is not an HTTP status", r.status))?;
+        .ok()
+        .filter(|s| s.as_u16() >= 200)
+        .ok_or_else(|| format!("status {} is not a final HTTP status (200–999)", r.status))?;
     let mut response = Response::new(HttpBody::from(r.body));
     *response.status_mut() = status;
     let h = response.headers_mut();
-    if let Some(t) = r.content_type {
-        let v = match t {
-            Cow::Borrowed(t) => HeaderValue::from_static(t),
-            Cow::Owned(t) => HeaderValue::try_from(t.as_str())
-                .map_err(|_| format!("content type `{t}` is not a header value"))?,
-        };
-        h.insert(header::CONTENT_TYPE, v);
+    let content_type = |t: &str| {
+        HeaderValue::try_from(t).map_err(|_| format!("content type `{t}` is not a header value"))
+    };
+    if let Some(t) = &r.content_type {
+        h.insert(header::CONTENT_TYPE, content_type(t)?);
     }
     for (k, v) in r.headers {
         let name =
             HeaderName::try_from(k.as_str()).map_err(|_| format!("`{k}` is not a header name"))?;
+        if SERVER_HEADERS.contains(&name.as_str()) {
+            return Err(format!("header `{k}` is the server's to set"));
+        }
         let value = HeaderValue::try_from(v.as_str())
             .map_err(|_| format!("header `{k}`: `{v}` is not a header value"))?;
-        h.append(name, value);
+        if name == header::CONTENT_TYPE {
+            h.insert(name, value);
+        } else {
+            h.append(name, value);
+        }
     }
     Ok(response)
 }
@@ -406,7 +442,7 @@ fn request_failed(e: &RequestError) -> Response {
                     .and_then(|c| StatusCode::from_u16(c).ok())
                     .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 let mut body = serde_json::json!({"error": h.message(), "status": status.as_u16()});
-                if let Some(code) = h.code().filter(|c| c.parse::<u16>().is_err()) {
+                if let Some(code) = h.code().filter(|c| *c != status.as_str()) {
                     body["code"] = code.into();
                 }
                 return json(status, &body);

@@ -60,15 +60,26 @@ impl StaticFiles {
         if tokio::fs::metadata(&file).await.is_ok_and(|m| m.is_dir()) {
             file.push(&self.index);
         }
-        match tokio::fs::read(&file).await {
-            Ok(bytes) => {
-                let mut r = if head {
-                    let mut r = StatusCode::OK.into_response();
-                    r.headers_mut()
-                        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                    r
-                } else {
-                    bytes.into_response()
+        // HEAD needs the length only, not the content.
+        let found = if head {
+            match tokio::fs::metadata(&file).await {
+                Ok(m) if m.is_file() => Ok(Content::Length(m.len())),
+                Ok(_) => Err(std::io::ErrorKind::NotFound.into()),
+                Err(e) => Err(e),
+            }
+        } else {
+            tokio::fs::read(&file).await.map(Content::Bytes)
+        };
+        match found {
+            Ok(content) => {
+                let mut r = match content {
+                    Content::Bytes(bytes) => bytes.into_response(),
+                    Content::Length(len) => {
+                        let mut r = StatusCode::OK.into_response();
+                        r.headers_mut()
+                            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+                        r
+                    }
                 };
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -92,6 +103,12 @@ impl StaticFiles {
             }
         }
     }
+}
+
+/// A file's content, or (for HEAD) only its length.
+enum Content {
+    Bytes(Vec<u8>),
+    Length(u64),
 }
 
 fn content_type(file: &Path) -> &'static str {

@@ -162,3 +162,55 @@ async fn a_stalled_client_is_dropped_and_counted_and_nobody_waits_for_it() {
     assert!(end.is_ok(), "the stalled client's connection stays open");
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stopped_reading_does_not_hold_the_stop() {
+    // A queue that never fills: the client is not dropped for falling
+    // behind, hyper just cannot write to it.
+    let (p, addr) = start(
+        "events = [{ path = \"/events\", pattern = \"load.#\", client-queue = 100000 }]",
+        "[process]\nshutdown-timeout = \"60s\"",
+    )
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(addr).await.unwrap();
+    stalled
+        .write_all(b"GET /events HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let r = client().request(get(addr, "/events")).await.unwrap();
+    let mut body = r.into_body();
+    until("both clients connected", || {
+        metric(
+            &p,
+            "telamon_rest_sse_clients{module=\"rest\",path=\"/events\"}",
+        ) == Some(2.0)
+    })
+    .await;
+    // 600 × 16 KiB: once the reader has them all, the stalled socket is full
+    // and hyper is stuck writing to it.
+    let ctx = p.context("t");
+    let filler = "x".repeat(16 * 1024);
+    let mut buffer = String::new();
+    for i in 0..600u64 {
+        ctx.publish("load.tick", json!({"i": i, "filler": filler}))
+            .await
+            .unwrap();
+        read_events(&mut body, &mut buffer, 1).await;
+    }
+    assert_eq!(
+        metric(
+            &p,
+            "telamon_rest_sse_dropped_total{module=\"rest\",path=\"/events\"}"
+        ),
+        Some(0.0)
+    );
+    // Well within the 60 s shutdown deadline: the stop cuts the stalled
+    // connection instead of waiting for it.
+    let report = tokio::time::timeout(Duration::from_secs(10), p.stop())
+        .await
+        .expect("the stop waited for a client that does not read");
+    assert!(report.drained);
+    drop(stalled);
+}

@@ -188,6 +188,26 @@ async fn handler_errors_become_their_status_or_500_with_a_json_body() {
         .handle("rest.get.confused", |_| async { Ok(json!({"hello": 1})) })
         .await
         .unwrap();
+    let _e = ctx
+        .handle("rest.get.framing", |_| async {
+            Ok(Value::from(
+                RestResponse::text(200, "hi").with_header("content-length", "1000"),
+            ))
+        })
+        .await
+        .unwrap();
+    let _f = ctx
+        .handle("rest.get.informational", |_| async {
+            Ok(Value::from(RestResponse::empty(101)))
+        })
+        .await
+        .unwrap();
+    let _g = ctx
+        .handle("rest.get.odd-code", |_| async {
+            Err::<Value, _>(HandlerError::new("odd").with_code("1001"))
+        })
+        .await
+        .unwrap();
     let c = client();
     let a = send(&c, get(addr, "/conflict")).await;
     assert_eq!(a.status, 409);
@@ -297,6 +317,16 @@ async fn bad_input_is_refused_before_the_bus() {
             .contains("not valid JSON")
     );
     // Path words that cannot be topic words.
+    let odd_method = send(
+        &c,
+        Request::builder()
+            .method(hyper::Method::from_bytes(b"GET.X").unwrap())
+            .uri(format!("http://{addr}/y"))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(odd_method.status, 400);
     for path in ["/report.pdf", "/a/%2A", "/%23/x", "/%FF"] {
         let a = send(&c, get(addr, path)).await;
         assert_eq!(a.status, 400, "{path}");
@@ -357,6 +387,7 @@ async fn cors_preflights_are_answered_and_answers_carry_the_origin() {
         Some("content-type, x-tenant")
     );
     assert_eq!(a.header("access-control-max-age"), Some("600"));
+    assert_eq!(a.headers.get_all("vary").iter().count(), 1, "one Vary");
     let a = send(&c, preflight("https://evil.example")).await;
     assert_eq!(a.status, 403);
     assert_eq!(a.header("access-control-allow-origin"), None);
@@ -375,6 +406,13 @@ async fn cors_preflights_are_answered_and_answers_carry_the_origin() {
     );
     let a = send(&c, with_origin("https://evil.example")).await;
     assert_eq!(a.header("access-control-allow-origin"), None);
+    // Answers vary by origin, also the ones without the header, so a shared
+    // cache does not hand them to an allowed origin.
+    assert_eq!(a.header("vary"), Some("origin"));
+    assert_eq!(
+        send(&c, get(addr, "/items")).await.header("vary"),
+        Some("origin")
+    );
     p.stop().await;
 }
 
@@ -436,6 +474,9 @@ async fn static_files_are_served_and_the_rest_goes_to_the_bus() {
         format!("/%2e%2e/{name}"),
         format!("/js/%2E%2E/%2e%2e/{name}"),
         format!("/..%2F{name}"),
+        format!("/js%2F..%2F..%2F{name}"),
+        "/js%5Capp.js".to_owned(),
+        "/js/app.js%00".to_owned(),
     ] {
         let a = send(&c, get(addr, &path)).await;
         assert_eq!(a.status, 404, "{path}");
