@@ -15,7 +15,7 @@
 //! is raw tonic doing the same work against the same server. `rest-request`
 //! sends HTTP GETs from 64 keep-alive clients through the `rest-server`
 //! module to a bus handler; the baseline there is a bare axum handler
-//! answering the same JSON.
+//! answering the same JSON, measured in alternating rounds with it.
 
 mod axon_baseline;
 mod axon_bridge;
@@ -171,10 +171,7 @@ async fn scenario(name: &str, scale: u64) -> anyhow::Result<Vec<Measurement>> {
         ],
         "rest-request" => {
             let n = 100_000 / scale;
-            vec![
-                rest_request::telamon(n, REST_CLIENTS).await?,
-                rest_request::baseline(n, REST_CLIENTS).await?,
-            ]
+            rest_request::compare(n, REST_CLIENTS).await?
         }
         "axon-command" => {
             let server = telamon_testkit::AxonTestServer::builder().start().await?;

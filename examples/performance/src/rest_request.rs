@@ -1,11 +1,15 @@
 //! `rest-request`: HTTP GETs from 64 keep-alive clients, answered with the
 //! same JSON by `telamon` (the `rest-server` module → in-memory bus →
-//! a handler and back) and by `baseline` (a bare axum handler), in the same
-//! run.
+//! a handler and back) and by `baseline` (a bare axum handler).
+//!
+//! Both servers run side by side for the whole scenario and are measured in
+//! alternating rounds (telamon first in odd rounds, baseline first in even
+//! ones); each system's figure is its median round. On a machine whose
+//! speed drifts, a drift then lands on both, not on whichever ran second.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::http::header;
 use bytes::Bytes;
@@ -19,6 +23,8 @@ use telamon_process::{ConfigLoader, Process};
 use crate::measurement::Measurement;
 
 const SCENARIO: &str = "rest-request";
+/// Measured rounds per system.
+const ROUNDS: u64 = 5;
 
 /// What both systems answer.
 fn document() -> Value {
@@ -31,7 +37,9 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-pub(crate) async fn telamon(n: u64, clients: u64) -> anyhow::Result<Measurement> {
+/// `n` requests per system, from `clients` connections each.
+pub(crate) async fn compare(n: u64, clients: u64) -> anyhow::Result<Vec<Measurement>> {
+    // telamon: rest-server → in-memory bus → handler.
     let port = free_port()?;
     let config = ConfigLoader::new()
         .embedded(format!(
@@ -51,29 +59,20 @@ pub(crate) async fn telamon(n: u64, clients: u64) -> anyhow::Result<Measurement>
             async move { Ok::<_, telamon_sdk::HandlerError>(answer) }
         })
         .await?;
-    let m = drive(
-        "telamon",
-        SocketAddr::from(([127, 0, 0, 1], port)),
-        n,
-        clients,
-    )
-    .await;
-    p.stop().await;
-    m
-}
+    let telamon = SocketAddr::from(([127, 0, 0, 1], port));
 
-pub(crate) async fn baseline(n: u64, clients: u64) -> anyhow::Result<Measurement> {
+    // baseline: a bare axum handler.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let document = Arc::new(document());
+    let baseline = listener.local_addr()?;
+    let doc = Arc::new(document());
     let app = axum::Router::new().route(
         "/perf",
         axum::routing::get(move || {
-            let document = document.clone();
+            let doc = doc.clone();
             async move {
                 (
                     [(header::CONTENT_TYPE, "application/json")],
-                    serde_json::to_vec(&*document).unwrap_or_default(),
+                    serde_json::to_vec(&*doc).unwrap_or_default(),
                 )
             }
         }),
@@ -86,44 +85,73 @@ pub(crate) async fn baseline(n: u64, clients: u64) -> anyhow::Result<Measurement
             })
             .await
     });
-    let m = drive("baseline", addr, n, clients).await;
+
+    let measured = drive([("telamon", telamon), ("baseline", baseline)], n, clients).await;
     let _ = stop.send(());
     server.await??;
-    m
+    p.stop().await;
+    measured
 }
 
-/// `n` GETs of `/perf` spread over `clients` connections, each waiting for
-/// its answer before the next, after `n / 10` unmeasured ones to warm both
-/// ends up; every answer is checked. The clients run on
-/// a runtime of their own (as they would in another process), so the
-/// server's scheduler serves only the server.
+/// Runs the load on a runtime of its own (as clients in another process
+/// would), so the servers' scheduler serves only the servers: `n / 10`
+/// unmeasured requests to each system, then [`ROUNDS`] alternating rounds.
 async fn drive(
-    system: &'static str,
-    addr: SocketAddr,
+    systems: [(&'static str, SocketAddr); 2],
     n: u64,
     clients: u64,
-) -> anyhow::Result<Measurement> {
+) -> anyhow::Result<Vec<Measurement>> {
     let load = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("http-load")
         .enable_all()
         .build()?;
     let measured = tokio::task::spawn_blocking(move || {
-        let m = load
-            .block_on(load_run(system, addr, n / 10, clients))
-            .and_then(|_| load.block_on(load_run(system, addr, n, clients)));
+        let m = load.block_on(async {
+            for (system, addr) in systems {
+                round(system, addr, n / 10, clients).await?;
+            }
+            let mut rates = [Vec::new(), Vec::new()];
+            let mut latencies = [Vec::new(), Vec::new()];
+            for r in 0..ROUNDS {
+                for i in 0..2 {
+                    let which = if r % 2 == 0 { i } else { 1 - i };
+                    let (system, addr) = systems[which];
+                    let (elapsed, mut l) = round(system, addr, n / ROUNDS, clients).await?;
+                    rates[which].push(l.len() as f64 / elapsed.as_secs_f64());
+                    latencies[which].append(&mut l);
+                }
+            }
+            let mut out = Vec::new();
+            for (i, (system, _)) in systems.into_iter().enumerate() {
+                rates[i].sort_by(f64::total_cmp);
+                let median = rates[i][rates[i].len() / 2];
+                let count = latencies[i].len() as u64;
+                out.push(Measurement::throughput(
+                    SCENARIO,
+                    system,
+                    count,
+                    Duration::from_secs_f64(count as f64 / median),
+                    &mut latencies[i],
+                ));
+            }
+            anyhow::Ok(out)
+        });
         load.shutdown_background();
         m
     });
     measured.await?
 }
 
-async fn load_run(
+/// `n` GETs of `/perf` spread over `clients` connections, each waiting for
+/// its answer before the next; every answer is checked. The time taken and
+/// each request's latency in nanoseconds.
+async fn round(
     system: &'static str,
     addr: SocketAddr,
     n: u64,
     clients: u64,
-) -> anyhow::Result<Measurement> {
+) -> anyhow::Result<(Duration, Vec<u64>)> {
     let expected = Bytes::from(serde_json::to_vec(&document())?);
     let each = n / clients;
     let mut connections = Vec::new();
@@ -162,12 +190,5 @@ async fn load_run(
     for t in tasks {
         latencies.extend(t.await??);
     }
-    let elapsed = start.elapsed();
-    Ok(Measurement::throughput(
-        SCENARIO,
-        system,
-        each * clients,
-        elapsed,
-        &mut latencies,
-    ))
+    Ok((start.elapsed(), latencies))
 }
