@@ -66,9 +66,7 @@ impl<M: RestMessage> Module<M> for RestServer<M> {
     type Config = RestServerConfig;
 
     fn new(config: RestServerConfig) -> Result<Self, ModuleError> {
-        let prefix =
-            Topic::new(&config.prefix).map_err(|e| ModuleError::new(format!("`prefix`: {e}")))?;
-        drop(prefix);
+        Topic::new(&config.prefix).map_err(|e| ModuleError::new(format!("`prefix`: {e}")))?;
         if config.timeout.is_zero() || config.body_limit == 0 {
             return Err(ModuleError::new(
                 "`timeout` and `body-limit` must be more than 0",
