@@ -41,7 +41,7 @@ struct Store {
 }
 
 fn rest_request(message: &Value) -> Result<RestRequest, HandlerError> {
-    serde_json::from_value(message.clone()).map_err(|e| http_error(400, e.to_string()))
+    RestRequest::deserialize(message).map_err(|e| http_error(400, e.to_string()))
 }
 
 fn note_id(request: &RestRequest) -> Result<u64, HandlerError> {

@@ -86,17 +86,10 @@ impl Connected<IncomingStream<'_, CuttableListener>> for Connection {
 }
 
 /// A TCP stream whose reads and writes fail once its switch is thrown.
+#[derive(Debug)]
 pub(crate) struct CuttableIo {
     stream: TcpStream,
     cut: Cut,
-}
-
-impl std::fmt::Debug for CuttableIo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CuttableIo")
-            .field("stream", &self.stream)
-            .finish_non_exhaustive()
-    }
 }
 
 impl CuttableIo {

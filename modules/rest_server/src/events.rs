@@ -35,6 +35,7 @@ use crate::connection::Connection;
 /// The stream's own subscription queue.
 const SUBSCRIPTION_QUEUE: usize = 4096;
 
+#[derive(Debug)]
 pub(crate) struct EventStream {
     pub(crate) path: String,
     client_queue: usize,
@@ -43,17 +44,8 @@ pub(crate) struct EventStream {
     dropped: Counter,
 }
 
-impl std::fmt::Debug for EventStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventStream")
-            .field("path", &self.path)
-            .field("client_queue", &self.client_queue)
-            .finish_non_exhaustive()
-    }
-}
-
 /// The clients of a stream; none join once it is closed.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Clients {
     list: Vec<(mpsc::Sender<Arc<str>>, Connection)>,
     closed: bool,
@@ -105,7 +97,10 @@ impl EventStream {
                 tracing::warn!(module = %id, path = %self.path, missed = sub.lagged() - reported, "the event stream fell behind the bus; messages were not streamed");
                 reported = sub.lagged();
             }
-            if self.lock().list.is_empty() {
+            // One lock per message; writing the JSON under it holds up only
+            // a client connecting at that moment.
+            let mut clients = self.lock();
+            if clients.list.is_empty() {
                 continue;
             }
             let envelope = Envelope {
@@ -119,7 +114,7 @@ impl EventStream {
                     continue;
                 }
             };
-            self.lock().list.retain(|(c, connection)| match c.try_send(data.clone()) {
+            clients.list.retain(|(c, connection)| match c.try_send(data.clone()) {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     self.dropped.inc();

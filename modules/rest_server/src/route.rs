@@ -18,35 +18,45 @@ pub(crate) struct Refused {
     pub(crate) reason: String,
 }
 
-/// The path's words, percent-decoded; `Err` holds the first raw segment that
-/// is not UTF-8 once decoded.
-pub(crate) fn path_words(path: &str) -> Result<Vec<String>, String> {
+fn bad_request(reason: String) -> Refused {
+    Refused {
+        status: StatusCode::BAD_REQUEST,
+        reason,
+    }
+}
+
+/// The path's words, percent-decoded; a segment that is not UTF-8 once
+/// decoded, or holds `.` (it would split into two topic words), is refused.
+/// Wildcards are left to [`Topic::new`], which refuses them in any topic.
+pub(crate) fn path_words(path: &str) -> Result<Vec<String>, Refused> {
     path.split('/')
         .filter(|s| !s.is_empty())
         .map(|s| {
-            percent_encoding::percent_decode_str(s)
+            let word = percent_encoding::percent_decode_str(s)
                 .decode_utf8()
-                .map(|w| w.into_owned())
-                .map_err(|_| s.to_owned())
+                .map_err(|_| {
+                    bad_request(format!("path segment `{s}` is not UTF-8 once decoded"))
+                })?;
+            if word.contains('.') {
+                return Err(bad_request(format!(
+                    "path segment `{word}` holds `.`, which cannot be part of a topic word"
+                )));
+            }
+            Ok(word.into_owned())
         })
         .collect()
 }
 
-/// The topic of a request; `words` are the decoded path words.
+/// The topic of a request with path words `words`.
 pub(crate) fn request_topic(
     prefix: &str,
     method: &Method,
-    words: Result<&[String], &str>,
+    words: &[String],
 ) -> Result<Topic, Refused> {
-    let words = words.map_err(|raw| Refused {
-        status: StatusCode::BAD_REQUEST,
-        reason: format!("path segment `{raw}` is not UTF-8 once decoded"),
-    })?;
     if !method.as_str().bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(Refused {
-            status: StatusCode::BAD_REQUEST,
-            reason: format!("method `{method}` cannot be a topic word"),
-        });
+        return Err(bad_request(format!(
+            "method `{method}` cannot be a topic word"
+        )));
     }
     let method = method.as_str().to_ascii_lowercase();
     let mut topic = String::with_capacity(prefix.len() + method.len() + 2 + words.len() * 8);
@@ -54,14 +64,6 @@ pub(crate) fn request_topic(
     topic.push('.');
     topic.push_str(&method);
     for w in words {
-        if let Some(c) = w.chars().find(|c| matches!(c, '.' | '*' | '#')) {
-            return Err(Refused {
-                status: StatusCode::BAD_REQUEST,
-                reason: format!(
-                    "path segment `{w}` holds `{c}`, which cannot be part of a topic word"
-                ),
-            });
-        }
         topic.push('.');
         topic.push_str(w);
     }
@@ -70,10 +72,7 @@ pub(crate) fn request_topic(
             status: StatusCode::URI_TOO_LONG,
             reason: format!("the path makes a topic of {len} bytes, more than 255"),
         },
-        other => Refused {
-            status: StatusCode::BAD_REQUEST,
-            reason: other.to_string(),
-        },
+        other => bad_request(other.to_string()),
     })
 }
 
@@ -82,9 +81,7 @@ mod tests {
     use super::*;
 
     fn topic(method: Method, path: &str) -> Result<String, Refused> {
-        let words = path_words(path);
-        request_topic("rest", &method, words.as_deref().map_err(String::as_str))
-            .map(|t| t.as_str().to_owned())
+        request_topic("rest", &method, &path_words(path)?).map(|t| t.as_str().to_owned())
     }
 
     #[test]
@@ -100,7 +97,7 @@ mod tests {
 
     #[test]
     fn words_that_cannot_be_topic_words_are_refused() {
-        for path in ["/report.pdf", "/a/%2A", "/%23", "/a/%2e%2e"] {
+        for path in ["/report.pdf", "/a/%2A", "/%23", "/a/%2e%2e", "/a*b"] {
             let r = topic(Method::GET, path).unwrap_err();
             assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}");
         }

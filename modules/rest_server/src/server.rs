@@ -21,6 +21,7 @@
 //!   cut, so a client that stopped reading cannot hold the stop), requests in
 //!   flight are answered (the buses close only after).
 
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -243,23 +244,20 @@ async fn answer<M: RestMessage>(
             return r;
         }
     }
-    let timeout_for = |topic: &Topic| {
-        s.server
-            .timeouts
-            .iter()
-            .find(|(p, _)| p.matches_topic(topic))
-            .map_or(s.server.config.timeout, |(_, t)| *t)
-    };
-    let words = route::path_words(path);
-    let topic = match route::request_topic(
-        &s.server.config.prefix,
-        &parts.method,
-        words.as_deref().map_err(String::as_str),
-    ) {
-        Ok(t) => t,
+    let routed = route::path_words(path).and_then(|words| {
+        let topic = route::request_topic(&s.server.config.prefix, &parts.method, &words)?;
+        Ok((topic, words))
+    });
+    let (topic, words) = match routed {
+        Ok(r) => r,
         Err(refused) => return error(refused.status, &refused.reason),
     };
-    let timeout = timeout_for(&topic);
+    let timeout = s
+        .server
+        .timeouts
+        .iter()
+        .find(|(p, _)| p.matches_topic(&topic))
+        .map_or(s.server.config.timeout, |(_, t)| *t);
     // A body that trickles in is given the request's timeout too, so a slow
     // upload cannot hold a connection (or the server's stop) for ever.
     let body = match tokio::time::timeout(
@@ -280,7 +278,7 @@ async fn answer<M: RestMessage>(
     let request = RestRequest {
         method: parts.method.as_str().to_owned(),
         path: path.to_owned(),
-        path_elements: words.unwrap_or_default(),
+        path_elements: words,
         query: query(parts.uri.query()),
         headers: allowed_headers(&parts.headers, &s.server.allow_headers),
         body,
@@ -353,19 +351,16 @@ async fn read_body(headers: &HeaderMap, body: HttpBody, limit: usize) -> Result<
     })
 }
 
-fn query(q: Option<&str>) -> std::collections::BTreeMap<String, Vec<String>> {
-    let mut out = std::collections::BTreeMap::<String, Vec<String>>::new();
+fn query(q: Option<&str>) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::<String, Vec<String>>::new();
     for (k, v) in form_urlencoded::parse(q.unwrap_or("").as_bytes()) {
         out.entry(k.into_owned()).or_default().push(v.into_owned());
     }
     out
 }
 
-fn allowed_headers(
-    headers: &HeaderMap,
-    allowed: &[HeaderName],
-) -> std::collections::BTreeMap<String, String> {
-    let mut out = std::collections::BTreeMap::new();
+fn allowed_headers(headers: &HeaderMap, allowed: &[HeaderName]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
     for name in allowed {
         let values: Vec<&str> = headers
             .get_all(name)
@@ -401,11 +396,10 @@ fn to_http(r: Encoded) -> Result<Response, String> {
     let mut response = Response::new(HttpBody::from(r.body));
     *response.status_mut() = status;
     let h = response.headers_mut();
-    let content_type = |t: &str| {
-        HeaderValue::try_from(t).map_err(|_| format!("content type `{t}` is not a header value"))
-    };
     if let Some(t) = &r.content_type {
-        h.insert(header::CONTENT_TYPE, content_type(t)?);
+        let value = HeaderValue::try_from(t.as_ref())
+            .map_err(|_| format!("content type `{t}` is not a header value"))?;
+        h.insert(header::CONTENT_TYPE, value);
     }
     for (k, v) in r.headers {
         let name =

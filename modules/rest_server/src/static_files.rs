@@ -57,12 +57,16 @@ impl StaticFiles {
             }
             file.push(&*word);
         }
-        if tokio::fs::metadata(&file).await.is_ok_and(|m| m.is_dir()) {
+        let mut meta = tokio::fs::metadata(&file).await;
+        if meta.as_ref().is_ok_and(|m| m.is_dir()) {
             file.push(&self.index);
+            if head {
+                meta = tokio::fs::metadata(&file).await;
+            }
         }
         // HEAD needs the length only, not the content.
         let found = if head {
-            match tokio::fs::metadata(&file).await {
+            match meta {
                 Ok(m) if m.is_file() => Ok(Content::Length(m.len())),
                 Ok(_) => Err(std::io::ErrorKind::NotFound.into()),
                 Err(e) => Err(e),

@@ -11,6 +11,9 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+const CLIENTS: &str = "telamon_rest_sse_clients{module=\"rest\",path=\"/events\"}";
+const DROPPED: &str = "telamon_rest_sse_dropped_total{module=\"rest\",path=\"/events\"}";
+
 /// Reads SSE `data:` lines from `body` until `n` have come; fails after 10 s.
 async fn read_events(
     body: &mut hyper::body::Incoming,
@@ -75,13 +78,7 @@ async fn a_client_receives_what_is_published_on_the_pattern() {
             json!({"topic": "orders.shipped.eu", "message": {"id": 1}}),
         ]
     );
-    assert_eq!(
-        metric(
-            &p,
-            "telamon_rest_sse_clients{module=\"rest\",path=\"/events\"}"
-        ),
-        Some(1.0)
-    );
+    assert_eq!(metric(&p, CLIENTS), Some(1.0));
     // At stop the stream ends, so the server's shutdown does not wait for it.
     let stopped = tokio::time::timeout(Duration::from_secs(10), p.stop()).await;
     assert!(stopped.expect("stop waited for the event stream").drained);
@@ -98,15 +95,12 @@ async fn a_client_receives_what_is_published_on_the_pattern() {
     assert!(end.is_ok(), "the event stream did not end at stop");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_client_is_dropped_and_counted_and_nobody_waits_for_it() {
-    let (p, addr) = start(
-        "events = [{ path = \"/events\", pattern = \"load.#\", client-queue = 8 }]",
-        "",
-    )
-    .await;
-    // The stalled client: asks for the stream and never reads, on a socket
-    // with a small receive buffer.
+/// Two clients of `/events`: one that asks for the stream and never reads,
+/// on a socket with a 4 KiB receive buffer, and one that reads.
+async fn stalled_and_reading(
+    p: &telamon_process::RunningProcess<Value>,
+    addr: std::net::SocketAddr,
+) -> (tokio::net::TcpStream, Reader) {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut stalled = socket.connect(addr).await.unwrap();
@@ -114,48 +108,56 @@ async fn a_stalled_client_is_dropped_and_counted_and_nobody_waits_for_it() {
         .write_all(b"GET /events HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
         .unwrap();
-    // A reading client.
     let r = client().request(get(addr, "/events")).await.unwrap();
-    let mut body = r.into_body();
-    until("both clients connected", || {
-        metric(
-            &p,
-            "telamon_rest_sse_clients{module=\"rest\",path=\"/events\"}",
-        ) == Some(2.0)
-    })
-    .await;
+    until("both clients connected", || metric(p, CLIENTS) == Some(2.0)).await;
+    let reader = Reader {
+        body: r.into_body(),
+        buffer: String::new(),
+    };
+    (stalled, reader)
+}
 
-    // 400 messages of 16 KiB: far more than the stalled socket and its
-    // queue of 8 hold. The publisher is never held up (publishes complete
-    // while the stalled client reads nothing) and the reader gets them all.
+/// The reading client.
+struct Reader {
+    body: hyper::body::Incoming,
+    buffer: String,
+}
+
+/// Publishes `n` messages of 16 KiB on `load.tick`, the reader taking each
+/// before the next goes (so it never falls behind), and checks it got each
+/// in order. A publisher held up by a stalled client would stop this.
+async fn publish_and_read(p: &telamon_process::RunningProcess<Value>, reader: &mut Reader, n: u64) {
     let ctx = p.context("t");
     let filler = "x".repeat(16 * 1024);
-    let mut buffer = String::new();
-    let mut received = 0;
-    for i in 0..400u64 {
+    for i in 0..n {
         ctx.publish("load.tick", json!({"i": i, "filler": filler}))
             .await
             .unwrap();
-        // Read as we go so the reader never falls 8 behind.
-        let events = read_events(&mut body, &mut buffer, 1).await;
+        let events = read_events(&mut reader.body, &mut reader.buffer, 1).await;
         assert_eq!(events[0]["message"]["i"], json!(i));
-        received += 1;
     }
-    assert_eq!(received, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_is_dropped_and_counted_and_nobody_waits_for_it() {
+    let (p, addr) = start(
+        "events = [{ path = \"/events\", pattern = \"load.#\", client-queue = 8 }]",
+        "",
+    )
+    .await;
+    let (mut stalled, mut reader) = stalled_and_reading(&p, addr).await;
+    // Far more than the stalled socket and its queue of 8 hold.
+    publish_and_read(&p, &mut reader, 400).await;
     until("the stalled client dropped", || {
-        metric(
-            &p,
-            "telamon_rest_sse_dropped_total{module=\"rest\",path=\"/events\"}",
-        ) == Some(1.0)
+        metric(&p, DROPPED) == Some(1.0)
     })
     .await;
-    assert_eq!(
-        metric(
-            &p,
-            "telamon_rest_sse_clients{module=\"rest\",path=\"/events\"}"
-        ),
-        Some(1.0)
-    );
+    // Its connection is cut while it still reads nothing: hyper lets go of
+    // its response, and the client count falls back.
+    until("the stalled client's connection let go", || {
+        metric(&p, CLIENTS) == Some(1.0)
+    })
+    .await;
     // Its connection is closed, not left to hang: reading it now ends.
     let mut sink = Vec::new();
     let end = tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut sink)).await;
@@ -172,40 +174,11 @@ async fn a_client_that_stopped_reading_does_not_hold_the_stop() {
         "[process]\nshutdown-timeout = \"60s\"",
     )
     .await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut stalled = socket.connect(addr).await.unwrap();
-    stalled
-        .write_all(b"GET /events HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
-    let r = client().request(get(addr, "/events")).await.unwrap();
-    let mut body = r.into_body();
-    until("both clients connected", || {
-        metric(
-            &p,
-            "telamon_rest_sse_clients{module=\"rest\",path=\"/events\"}",
-        ) == Some(2.0)
-    })
-    .await;
+    let (stalled, mut reader) = stalled_and_reading(&p, addr).await;
     // 600 × 16 KiB: once the reader has them all, the stalled socket is full
     // and hyper is stuck writing to it.
-    let ctx = p.context("t");
-    let filler = "x".repeat(16 * 1024);
-    let mut buffer = String::new();
-    for i in 0..600u64 {
-        ctx.publish("load.tick", json!({"i": i, "filler": filler}))
-            .await
-            .unwrap();
-        read_events(&mut body, &mut buffer, 1).await;
-    }
-    assert_eq!(
-        metric(
-            &p,
-            "telamon_rest_sse_dropped_total{module=\"rest\",path=\"/events\"}"
-        ),
-        Some(0.0)
-    );
+    publish_and_read(&p, &mut reader, 600).await;
+    assert_eq!(metric(&p, DROPPED), Some(0.0));
     // Well within the 60 s shutdown deadline: the stop cuts the stalled
     // connection instead of waiting for it.
     let report = tokio::time::timeout(Duration::from_secs(10), p.stop())

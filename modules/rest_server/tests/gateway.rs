@@ -12,13 +12,14 @@ use common::*;
 use http_body_util::{Full, StreamBody};
 use hyper::Request;
 use hyper::body::Frame;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use telamon_module_rest_server::{Body, RestRequest, RestResponse, http_error};
 use telamon_sdk::{HandlerError, Request as BusRequest};
 
 /// Answers with the request it got, as JSON.
 fn echo(r: BusRequest<Value>) -> Result<Value, HandlerError> {
-    let request: RestRequest = serde_json::from_value((**r.message()).clone())?;
+    let request = RestRequest::deserialize(&**r.message())?;
     let mut body = serde_json::to_value(&request)?;
     body["topic"] = r.topic().as_str().into();
     Ok(RestResponse::json(200, body).into())
