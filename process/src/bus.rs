@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use telamon_sdk::bus::{BoxFuture, DropGuard, Publish, RequestSender, SubscriptionSender};
 use telamon_sdk::{
-    FullPolicy, Headers, Pattern, PublishError, RequestError, SubscribeError, Topic,
+    BatchPublishError, FullPolicy, Headers, Pattern, PublishError, RequestError, SubscribeError,
+    Topic,
 };
 
 use crate::error::ConfigError;
@@ -70,6 +71,30 @@ pub trait Bus<M>: Send + Sync + 'static {
 
     /// Publishes to every matching subscription on this bus.
     fn publish(&self, topic: Topic, message: Arc<M>, headers: Headers) -> Publish<'_>;
+
+    /// Publishes the messages of `batch` on `topic`, in order. This default
+    /// publishes them one by one and stops at the first failure; a bus that
+    /// can hand them over in one go overrides it.
+    fn publish_batch(
+        &self,
+        topic: Topic,
+        batch: Vec<(Arc<M>, Headers)>,
+    ) -> BoxFuture<'_, Result<(), BatchPublishError<M>>>
+    where
+        M: Send + Sync + 'static,
+    {
+        Box::pin(async move {
+            for (published, (message, headers)) in batch.iter().enumerate() {
+                let p = self.publish(topic.clone(), message.clone(), headers.clone());
+                if let Err(e) = p.await {
+                    let mut rest = batch;
+                    rest.drain(..published);
+                    return Err(BatchPublishError::new(published, rest, e));
+                }
+            }
+            Ok(())
+        })
+    }
 
     /// Registers a subscription queue for `pattern`.
     fn subscribe(

@@ -6,6 +6,10 @@
 //!   only after offering the message to every other matching queue; under
 //!   `drop-oldest` it never waits and the loss is counted (subscriber's
 //!   `lagged()`, `telamon_dropped_total`).
+//! - **A batch** (`publish_batch`): each queue takes it under one lock with
+//!   one wake-up; a full `wait` queue takes what fits and the publisher
+//!   waits for room for the rest, in order, after offering the batch to
+//!   every other queue — as a publish of each message would.
 //! - **Dropped subscriber**: removed from the table the moment its
 //!   `Subscription` is dropped; a publish racing with the drop skips it.
 //! - **Full handler queue**: the requester waits, within its timeout.
@@ -18,6 +22,7 @@
 //! - **Closed bus** (process stopping): subscriptions end after draining,
 //!   publishes fail with `PublishError::Closed`, requests with `RequestError::Closed`.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, Weak};
 use std::time::Duration;
@@ -27,8 +32,8 @@ use telamon_sdk::bus::{
     BoxFuture, DropGuard, PatternIndex, Publish, RequestSender, SubscriptionSender, TryDeliver,
 };
 use telamon_sdk::{
-    Delivery, FullPolicy, Headers, Incoming, Pattern, PublishError, Request, RequestError,
-    Responder, SubscribeError, Topic,
+    BatchPublishError, Delivery, FullPolicy, Headers, Incoming, Pattern, PublishError, Request,
+    RequestError, Responder, SubscribeError, Topic,
 };
 
 use crate::bus::{Bus, BusClass, BusStats, QueueDefaults};
@@ -242,6 +247,72 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
             if let Some(t) = &metrics_topic {
                 metrics.delivered(t, delivered, dropped);
             }
+            Ok(())
+        })
+    }
+
+    /// Each matching queue takes the whole batch under one lock with one
+    /// wake-up; under `wait` a full queue takes what fits and the rest waits,
+    /// in order, after every other queue was offered the batch.
+    fn publish_batch(
+        &self,
+        topic: Topic,
+        batch: Vec<(Arc<M>, Headers)>,
+    ) -> BoxFuture<'_, Result<(), BatchPublishError<M>>> {
+        if self.closed() {
+            return Box::pin(std::future::ready(Err(BatchPublishError::new(
+                0,
+                batch,
+                PublishError::Closed {
+                    bus: self.shared.id.clone(),
+                },
+            ))));
+        }
+        let subs = self.shared.subs.read();
+        let mut delivered = 0u64;
+        let mut dropped = 0u64;
+        let mut waiting: Vec<(SubscriptionSender<M>, VecDeque<Delivery<M>>)> = Vec::new();
+        let mut offer = |s: &SubscriptionSender<M>, mut ds: VecDeque<Delivery<M>>| {
+            if let Some(pushed) = s.try_deliver_batch(&mut ds) {
+                delivered += pushed.queued as u64;
+                dropped += pushed.dropped_oldest as u64;
+                if !ds.is_empty() {
+                    waiting.push((s.clone(), ds));
+                }
+            }
+        };
+        // As in `publish`: every match but the last gets clones, the last the originals.
+        let mut previous: Option<&SubscriptionSender<M>> = None;
+        subs.for_each_match(topic.as_str(), |_, s| {
+            if let Some(p) = previous.replace(s) {
+                let clones = batch
+                    .iter()
+                    .map(|(m, h)| Delivery::new(topic.clone(), m.clone()).with_headers(h.clone()))
+                    .collect();
+                offer(p, clones);
+            }
+        });
+        if let Some(last) = previous {
+            let originals = batch
+                .into_iter()
+                .map(|(m, h)| Delivery::new(topic.clone(), m).with_headers(h))
+                .collect();
+            offer(last, originals);
+        }
+        drop(subs);
+        let metrics = self.shared.metrics.clone();
+        if waiting.is_empty() {
+            metrics.delivered(&topic, delivered, dropped);
+            return Box::pin(std::future::ready(Ok(())));
+        }
+        Box::pin(async move {
+            for (s, ds) in waiting {
+                if let Ok(pushed) = s.deliver_batch(ds).await {
+                    delivered += pushed.queued as u64;
+                    dropped += pushed.dropped_oldest as u64;
+                }
+            }
+            metrics.delivered(&topic, delivered, dropped);
             Ok(())
         })
     }

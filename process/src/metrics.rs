@@ -198,6 +198,15 @@ impl Metrics {
         }
     }
 
+    /// Counts `n` publishes on `topic` at once.
+    pub fn published_many(&self, topic: &Topic, n: u64) {
+        if self.enabled {
+            self.count(topic, |c| {
+                c.published.fetch_add(n, Ordering::Relaxed);
+            });
+        }
+    }
+
     /// Counts deliveries into subscriber queues, and messages pushed out of full ones.
     #[inline]
     pub fn delivered(&self, topic: &Topic, delivered: u64, dropped: u64) {

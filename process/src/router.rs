@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use telamon_sdk::bus::{BoxFuture, MessageBus, PatternIndex, Publish, queue, request_queue};
 use telamon_sdk::{
-    HandleOptions, Headers, Pattern, PublishError, RequestError, RequestQueue, SubscribeError,
-    SubscribeOptions, Subscription, Topic,
+    BatchPublishError, HandleOptions, Headers, Pattern, PublishError, RequestError, RequestQueue,
+    SubscribeError, SubscribeOptions, Subscription, Topic,
 };
 
 use crate::bus::Bus;
@@ -140,6 +140,56 @@ impl<M: Send + Sync + 'static> MessageBus<M> for Router<M> {
                 }
             }
             first_error.map_or(Ok(()), Err)
+        })
+    }
+
+    fn publish_batch(
+        &self,
+        topic: Topic,
+        batch: Vec<(Arc<M>, Headers)>,
+    ) -> BoxFuture<'_, Result<(), BatchPublishError<M>>> {
+        let Some(route) = self.route_for(&topic) else {
+            for _ in &batch {
+                self.metrics.unrouted(&topic);
+            }
+            let result = match self.unrouted {
+                Unrouted::Error => Err(BatchPublishError::new(
+                    0,
+                    batch,
+                    PublishError::NoRoute {
+                        topic: topic.to_string(),
+                    },
+                )),
+                Unrouted::Drop => {
+                    tracing::warn!(topic = %topic, messages = batch.len(), "no route matches; messages dropped (unrouted = \"drop\")");
+                    Ok(())
+                }
+            };
+            return Box::pin(std::future::ready(result));
+        };
+        self.metrics.published_many(&topic, batch.len() as u64);
+        if let [bus] = route.buses.as_slice() {
+            return bus.publish_batch(topic, batch);
+        }
+        // Several buses: each message to each, as `publish` does.
+        Box::pin(async move {
+            for (published, (message, headers)) in batch.iter().enumerate() {
+                let mut first_error = None;
+                for bus in &route.buses {
+                    let p = bus.publish(topic.clone(), message.clone(), headers.clone());
+                    if let Err(e) = p.await {
+                        first_error.get_or_insert(e);
+                    }
+                }
+                if let Some(e) = first_error {
+                    // This one reached the buses that took it; like a
+                    // failed `publish`, it counts as not published.
+                    let mut rest = batch;
+                    rest.drain(..published);
+                    return Err(BatchPublishError::new(published, rest, e));
+                }
+            }
+            Ok(())
         })
     }
 

@@ -17,9 +17,9 @@ pub use crate::lifecycle::Lifecycle;
 pub use crate::pattern_index::PatternIndex;
 pub use crate::publish::Publish;
 pub use crate::request::{RequestSender, request_queue};
-pub use crate::subscription::{QueueCounters, SubscriptionSender, TryDeliver, queue};
+pub use crate::subscription::{PushedBatch, QueueCounters, SubscriptionSender, TryDeliver, queue};
 
-use crate::error::{PublishError, RequestError, SubscribeError};
+use crate::error::{BatchPublishError, PublishError, RequestError, SubscribeError};
 use crate::headers::Headers;
 use crate::pattern::Pattern;
 use crate::request::{HandleOptions, RequestQueue};
@@ -37,6 +37,15 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait MessageBus<M>: Send + Sync + 'static {
     /// Publishes `message` on `topic` to every matching subscription.
     fn publish(&self, topic: Topic, message: Arc<M>, headers: Headers) -> Publish<'_>;
+
+    /// Publishes the messages of `batch` on `topic`, in order: each reaches
+    /// every matching subscription as its own publish would, but the topic
+    /// is routed once and each subscriber queue takes the lot in one go.
+    fn publish_batch(
+        &self,
+        topic: Topic,
+        batch: Vec<(Arc<M>, Headers)>,
+    ) -> BoxFuture<'_, Result<(), BatchPublishError<M>>>;
 
     /// Subscribes to every topic matching `pattern`.
     fn subscribe(

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 
 use crate::bus::MessageBus;
-use crate::error::{HandlerError, PublishError, RequestError, SubscribeError};
+use crate::error::{BatchPublishError, HandlerError, PublishError, RequestError, SubscribeError};
 use crate::handler::{self, HandlerHandle, panic_text};
 use crate::headers::Headers;
 use crate::instrument::{Counter, Gauge};
@@ -95,6 +95,42 @@ impl<M: Send + Sync + 'static> Context<M> {
         let topic = topic.into_topic()?;
         let headers = TraceContext::propagate(headers);
         self.inner.bus.publish(topic, message.into(), headers).await
+    }
+
+    /// Publishes `messages` on `topic` one after the other, as that many
+    /// [`publish_with`](Self::publish_with) calls would: a subscriber receives
+    /// each on its own, in order, with its headers. The topic is routed once
+    /// and, on the in-process bus, each subscriber queue takes the lot under
+    /// one lock with one wake-up, which is what makes it cheaper than a loop
+    /// when a module has many messages at hand at once.
+    ///
+    /// On failure the error says how many, from the first, were published,
+    /// and gives the rest back, in order, to be published again without a gap.
+    ///
+    /// ```
+    /// # use telamon_sdk::{Context, Headers};
+    /// # async fn f(ctx: Context<String>) -> Result<(), telamon_sdk::BatchPublishError<String>> {
+    /// let lines = ["a", "b", "c"].map(|l| (l.to_owned().into(), Headers::new()));
+    /// ctx.publish_batch("log.lines", lines).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish_batch(
+        &self,
+        topic: impl IntoTopic,
+        messages: impl IntoIterator<Item = (Arc<M>, Headers)>,
+    ) -> Result<(), BatchPublishError<M>> {
+        let batch: Vec<(Arc<M>, Headers)> = messages
+            .into_iter()
+            .map(|(m, h)| (m, TraceContext::propagate(h)))
+            .collect();
+        let topic = match topic.into_topic() {
+            Ok(t) => t,
+            Err(e) => return Err(BatchPublishError::new(0, batch, e.into())),
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.inner.bus.publish_batch(topic, batch).await
     }
 
     /// Waits until every message this process published so far is as safe as

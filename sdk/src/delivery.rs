@@ -8,32 +8,22 @@ use crate::topic::Topic;
 /// A message, the topic it was published on, and its headers.
 ///
 /// On the in-process bus every subscriber's `Delivery` points at the same
-/// `Arc<M>`: nothing is serialised or cloned per subscriber. A delivery with
-/// no id and no headers is four words (topic, message, one optional `Arc`
-/// for both).
+/// `Arc<M>` and the same headers: nothing is serialised, cloned or allocated
+/// per subscriber. A delivery is four words (topic, message, headers); the
+/// id a bus gives it travels inside the headers' allocation.
 #[derive(Debug)]
 pub struct Delivery<M> {
     topic: Topic,
     message: Arc<M>,
-    extras: Option<Arc<Extras>>,
-}
-
-/// What only some deliveries carry.
-#[derive(Debug, Default, Clone)]
-struct Extras {
-    id: Option<Box<str>>,
     headers: Headers,
 }
-
-/// The headers of a delivery that has none.
-static NO_HEADERS: Headers = Headers::new();
 
 impl<M> Clone for Delivery<M> {
     fn clone(&self) -> Self {
         Delivery {
             topic: self.topic.clone(),
             message: self.message.clone(),
-            extras: self.extras.clone(),
+            headers: self.headers.clone(),
         }
     }
 }
@@ -44,37 +34,34 @@ impl<M> Delivery<M> {
         Delivery {
             topic,
             message,
-            extras: None,
+            headers: Headers::new(),
         }
     }
 
-    fn extras_mut(&mut self) -> &mut Extras {
-        Arc::make_mut(self.extras.get_or_insert_with(Default::default))
-    }
-
-    /// Adds the headers the message was published with (none: nothing is allocated).
-    pub fn with_headers(mut self, headers: Headers) -> Self {
-        if !headers.is_empty() || self.extras.is_some() {
-            self.extras_mut().headers = headers;
-        }
+    /// Adds the headers the message was published with (shared, not copied;
+    /// an id they carried from an earlier delivery is not this one's).
+    pub fn with_headers(mut self, mut headers: Headers) -> Self {
+        let id = self.headers.delivery_id().map(Box::from);
+        headers.set_delivery_id(id);
+        self.headers = headers;
         self
     }
 
     /// The headers the message was published with.
     pub fn headers(&self) -> &Headers {
-        self.extras.as_ref().map_or(&NO_HEADERS, |e| &e.headers)
+        &self.headers
     }
 
     /// Adds the message id a bus carried (e.g. the AMQP `message-id`).
     pub fn with_id(mut self, id: impl Into<Box<str>>) -> Self {
-        self.extras_mut().id = Some(id.into());
+        self.headers.set_delivery_id(Some(id.into()));
         self
     }
 
     /// The id the publishing bus gave the message, where it has one (RabbitMQ:
     /// the same for a redelivered duplicate, so consumers can de-duplicate).
     pub fn id(&self) -> Option<&str> {
-        self.extras.as_ref().and_then(|e| e.id.as_deref())
+        self.headers.delivery_id()
     }
 
     /// The topic the message was published on.
@@ -98,20 +85,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_plain_delivery_is_four_words_and_extras_are_kept() {
+    fn a_delivery_is_four_words_and_keeps_its_id_apart_from_its_headers() {
         assert_eq!(
             std::mem::size_of::<Delivery<u64>>(),
             4 * std::mem::size_of::<usize>()
         );
         let t = Topic::new("a.b").unwrap();
         let plain = Delivery::new(t.clone(), Arc::new(1u64)).with_headers(Headers::new());
-        assert!(plain.extras.is_none() && plain.headers().is_empty() && plain.id().is_none());
+        assert!(plain.headers().is_empty() && plain.id().is_none());
         let rich = Delivery::new(t, Arc::new(2u64))
             .with_id("m-1")
             .with_headers(Headers::new().with("k", "v"));
         assert_eq!(
             (rich.id(), rich.headers().get("k")),
             (Some("m-1"), Some("v"))
+        );
+        // The id is not a header: not listed, compared or shown.
+        assert_eq!(rich.headers(), &Headers::new().with("k", "v"));
+        assert_eq!(rich.headers().len(), 1);
+        assert!(!format!("{:?}", rich.headers()).contains("m-1"));
+        // Headers taken from a delivery and published again do not bring its id.
+        let again = Delivery::new(rich.topic().clone(), Arc::new(3u64))
+            .with_headers(rich.headers().clone());
+        assert_eq!((again.id(), again.headers().get("k")), (None, Some("v")));
+        assert_eq!(rich.id(), Some("m-1"));
+        // An id set before headers is kept.
+        let both = Delivery::new(rich.topic().clone(), Arc::new(4u64))
+            .with_id("m-2")
+            .with_headers(rich.headers().clone());
+        assert_eq!(
+            (both.id(), both.headers().get("k")),
+            (Some("m-2"), Some("v"))
         );
     }
 }

@@ -1,7 +1,10 @@
 //! Typed errors of the module-facing API.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::headers::Headers;
 
 use serde::{Deserialize, Serialize};
 
@@ -85,6 +88,80 @@ impl PublishError {
     /// (broker gone, message too large …); the reason says which.
     pub fn is_bus(&self) -> bool {
         matches!(self, PublishError::Bus { .. })
+    }
+}
+
+/// Why a [`publish_batch`](crate::Context::publish_batch) stopped: the
+/// messages before the one that failed are published (and delivered as a
+/// publish of each would have been); that one and the rest are not, and come
+/// back with the error ([`into_unpublished`](Self::into_unpublished)) to be
+/// published again without a gap.
+pub struct BatchPublishError<M> {
+    published: usize,
+    unpublished: Vec<(Arc<M>, Headers)>,
+    source: PublishError,
+}
+
+impl<M> BatchPublishError<M> {
+    /// `published` messages went out before `source` stopped `unpublished`.
+    pub fn new(
+        published: usize,
+        unpublished: Vec<(Arc<M>, Headers)>,
+        source: PublishError,
+    ) -> Self {
+        BatchPublishError {
+            published,
+            unpublished,
+            source,
+        }
+    }
+
+    /// How many messages, from the first, were published.
+    pub fn published(&self) -> usize {
+        self.published
+    }
+
+    /// Why the next one was not.
+    pub fn error(&self) -> &PublishError {
+        &self.source
+    }
+
+    /// True when the bus is closed (the process is stopping).
+    pub fn is_closed(&self) -> bool {
+        self.source.is_closed()
+    }
+
+    /// The messages not published, in order, with their headers.
+    pub fn into_unpublished(self) -> Vec<(Arc<M>, Headers)> {
+        self.unpublished
+    }
+}
+
+impl<M> fmt::Debug for BatchPublishError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchPublishError")
+            .field("published", &self.published)
+            .field("unpublished", &self.unpublished.len())
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl<M> fmt::Display for BatchPublishError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} message(s) of the batch published, {} not: {}",
+            self.published,
+            self.unpublished.len(),
+            self.source
+        )
+    }
+}
+
+impl<M> std::error::Error for BatchPublishError<M> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
     }
 }
 

@@ -18,28 +18,89 @@ use std::sync::Arc;
 /// assert!(Headers::new().is_empty());
 /// ```
 ///
-/// All names and values of one message share one buffer, so making, sharing
-/// and dropping them costs three allocations however many there are
-/// (messages cross threads, and an allocation freed on another thread than
-/// the one that made it is the dear kind).
+/// All names and values of one message share one buffer, and up to
+/// [`INLINE`] pairs keep their bounds beside it, so making, sharing and
+/// dropping them costs two allocations however many there are (messages
+/// cross threads, and an allocation freed on another thread than the one
+/// that made it is the dear kind). A [`Delivery`](crate::Delivery) keeps
+/// them as they are: delivering headers allocates nothing more.
 #[derive(Clone, Default)]
 pub struct Headers(Option<Arc<Packed>>);
+
+/// Pairs whose bounds live beside the text without an allocation of their
+/// own: the bridge's nine event headers and a `traceparent` fit.
+const INLINE: usize = 12;
 
 /// Names and values one after the other in `text`; `ends` holds where each
 /// name and each value ends (a name starts where the previous value ended).
 #[derive(Clone, Default)]
 struct Packed {
     text: String,
-    ends: Vec<(usize, usize)>,
+    ends: Ends,
+    /// The id a bus gave the delivery these headers came with; not a header
+    /// (never listed, compared or shown), kept here so a delivery with
+    /// headers and an id holds one shared allocation, not two.
+    id: Option<Box<str>>,
+}
+
+/// Bounds of the pairs: inline while they fit, then on the heap.
+#[derive(Clone)]
+enum Ends {
+    Inline(usize, [(usize, usize); INLINE]),
+    Heap(Vec<(usize, usize)>),
+}
+
+impl Default for Ends {
+    fn default() -> Self {
+        Ends::Inline(0, [(0, 0); INLINE])
+    }
+}
+
+impl Ends {
+    fn with_capacity(pairs: usize) -> Self {
+        if pairs <= INLINE {
+            Ends::default()
+        } else {
+            Ends::Heap(Vec::with_capacity(pairs))
+        }
+    }
+
+    fn as_slice(&self) -> &[(usize, usize)] {
+        match self {
+            Ends::Inline(len, items) => &items[..*len],
+            Ends::Heap(v) => v,
+        }
+    }
+
+    fn push(&mut self, end: (usize, usize)) {
+        match self {
+            Ends::Inline(len, items) if *len < INLINE => {
+                items[*len] = end;
+                *len += 1;
+            }
+            Ends::Inline(len, items) => {
+                let mut v = Vec::with_capacity(INLINE * 2);
+                v.extend_from_slice(&items[..*len]);
+                v.push(end);
+                *self = Ends::Heap(v);
+            }
+            Ends::Heap(v) => v.push(end),
+        }
+    }
 }
 
 impl Packed {
     fn with_capacity(pairs: usize) -> Self {
         Packed {
             // Room for typical names and values; it grows when they are longer.
-            text: String::with_capacity(pairs * 48),
-            ends: Vec::with_capacity(pairs),
+            text: String::with_capacity(pairs * 32),
+            ends: Ends::with_capacity(pairs),
+            id: None,
         }
+    }
+
+    fn len(&self) -> usize {
+        self.ends.as_slice().len()
     }
 
     fn push(&mut self, name: &str, value: &str) {
@@ -49,13 +110,23 @@ impl Packed {
         self.ends.push((name_end, self.text.len()));
     }
 
+    /// Where the name of pair `i` starts and ends.
+    fn name_bounds(&self, i: usize) -> (usize, usize) {
+        let ends = self.ends.as_slice();
+        let start = if i == 0 { 0 } else { ends[i - 1].1 };
+        (start, ends[i].0)
+    }
+
     fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         let mut start = 0;
-        self.ends.iter().map(move |&(name_end, value_end)| {
-            let pair = (&self.text[start..name_end], &self.text[name_end..value_end]);
-            start = value_end;
-            pair
-        })
+        self.ends
+            .as_slice()
+            .iter()
+            .map(move |&(name_end, value_end)| {
+                let pair = (&self.text[start..name_end], &self.text[name_end..value_end]);
+                start = value_end;
+                pair
+            })
     }
 
     fn position(&self, name: &str) -> Option<usize> {
@@ -64,7 +135,8 @@ impl Packed {
 
     /// A copy with the value at `at` replaced (`Some`) or the pair removed.
     fn rebuilt(&self, at: usize, value: Option<&str>) -> Packed {
-        let mut out = Packed::with_capacity(self.ends.len());
+        let mut out = Packed::with_capacity(self.len());
+        out.id = self.id.clone();
         for (i, (k, v)) in self.iter().enumerate() {
             match (i == at, value) {
                 (false, _) => out.push(k, v),
@@ -92,7 +164,7 @@ impl Headers {
 
     /// How many there are.
     pub fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |p| p.ends.len())
+        self.0.as_ref().map_or(0, |p| p.len())
     }
 
     /// The value of `name` (names are compared exactly).
@@ -120,6 +192,19 @@ impl Headers {
     pub fn with(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.insert(name, value);
         self
+    }
+
+    /// The id of the delivery these headers came with (see [`Packed::id`]).
+    pub(crate) fn delivery_id(&self) -> Option<&str> {
+        self.0.as_ref()?.id.as_deref()
+    }
+
+    /// Sets the delivery id; allocates only when that changes something.
+    pub(crate) fn set_delivery_id(&mut self, id: Option<Box<str>>) {
+        if id.is_none() && self.delivery_id().is_none() {
+            return;
+        }
+        Arc::make_mut(self.0.get_or_insert_with(Default::default)).id = id;
     }
 
     /// Removes `name`; returns its value.
@@ -153,7 +238,7 @@ impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for Headers {
         for (k, v) in iter {
             packed.push(k.as_ref(), v.as_ref());
         }
-        if packed.ends.is_empty() {
+        if packed.len() == 0 {
             return Headers::new();
         }
         if has_repeats(&packed) {
@@ -168,13 +253,20 @@ const SMALL: usize = 16;
 
 /// True when a name occurs twice.
 fn has_repeats(packed: &Packed) -> bool {
-    if packed.ends.len() <= SMALL {
-        packed
-            .iter()
-            .enumerate()
-            .any(|(i, (k, _))| packed.iter().skip(i + 1).any(|(other, _)| other == k))
+    let n = packed.len();
+    if n <= SMALL {
+        // Names of different lengths differ: the text is compared only when
+        // the lengths are the same.
+        let bytes = packed.text.as_bytes();
+        (0..n).any(|i| {
+            let (a, a_end) = packed.name_bounds(i);
+            (i + 1..n).any(|j| {
+                let (b, b_end) = packed.name_bounds(j);
+                b_end - b == a_end - a && bytes[a..a_end] == bytes[b..b_end]
+            })
+        })
     } else {
-        let mut seen = std::collections::HashSet::with_capacity(packed.ends.len());
+        let mut seen = std::collections::HashSet::with_capacity(packed.len());
         !packed.iter().all(|(k, _)| seen.insert(k))
     }
 }

@@ -89,7 +89,8 @@ mod trace_context;
 pub use context::Context;
 pub use delivery::Delivery;
 pub use error::{
-    HandlerError, ModuleError, PublishError, RequestError, SubscribeError, TopicError,
+    BatchPublishError, HandlerError, ModuleError, PublishError, RequestError, SubscribeError,
+    TopicError,
 };
 pub use handler::HandlerHandle;
 pub use headers::Headers;

@@ -14,6 +14,9 @@
 //!   capacity is free (one wake-up per burst, not per message taken).
 //! - **Full under `DropOldest`**: the oldest message is dropped and counted at
 //!   once, so the count is exact at any moment.
+//! - **A batch** ([`try_push_batch`](SubscriberQueue::try_push_batch)) goes in
+//!   under one lock with one wake-up; under `Wait` what does not fit stays
+//!   with the publisher, in order, until there is room.
 //! - **Subscriber gone**: pushes fail at once, waiting publishers are woken and
 //!   fail too; what was queued is dropped.
 //! - **Every sender gone**: the subscriber drains what is queued, then sees the end.
@@ -56,6 +59,16 @@ enum Taken {
     Some,
     Empty,
     Ended,
+}
+
+/// How many messages of a batch were queued, and how many old ones were
+/// dropped to make room (`DropOldest`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PushedBatch {
+    /// Messages of the batch now in the queue.
+    pub queued: usize,
+    /// Older messages dropped for them.
+    pub dropped_oldest: usize,
 }
 
 /// Outcome of [`SubscriberQueue::try_push`].
@@ -129,6 +142,69 @@ impl<M> SubscriberQueue<M> {
             self.readable.notify_one();
         }
         Pushed::Queued
+    }
+
+    /// Queues messages from the front of `batch` under one lock, with one
+    /// wake-up for the lot; under `Wait` it stops when the queue is full and
+    /// leaves the rest in `batch` (the publishers' wake-up then rings once it
+    /// is half empty again). `None` when the subscriber is gone.
+    pub(crate) fn try_push_batch(&self, batch: &mut VecDeque<Delivery<M>>) -> Option<PushedBatch> {
+        let mut s = self.lock();
+        if !s.receiver {
+            return None;
+        }
+        let mut out = PushedBatch::default();
+        let mut oldest = Vec::new();
+        while let Some(d) = batch.pop_front() {
+            if s.items.len() >= self.capacity {
+                match self.policy {
+                    FullPolicy::Wait => {
+                        s.writer_waiting = true;
+                        batch.push_front(d);
+                        break;
+                    }
+                    FullPolicy::DropOldest => {
+                        oldest.extend(s.items.pop_front());
+                        out.dropped_oldest += 1;
+                    }
+                }
+            }
+            s.items.push_back(d);
+            out.queued += 1;
+        }
+        if out.dropped_oldest > 0 {
+            self.counters
+                .lagged
+                .fetch_add(out.dropped_oldest as u64, Ordering::Relaxed);
+        }
+        let wake = out.queued > 0 && std::mem::take(&mut s.reader_waiting);
+        drop(s);
+        drop(oldest);
+        if wake {
+            self.readable.notify_one();
+        }
+        Some(out)
+    }
+
+    /// Queues every message of `batch` in order, waiting for room under
+    /// `Wait`. `Err` once the subscriber is gone.
+    pub(crate) async fn push_batch(
+        &self,
+        mut batch: VecDeque<Delivery<M>>,
+    ) -> Result<PushedBatch, ()> {
+        let mut total = PushedBatch::default();
+        loop {
+            let room = self.writable.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            let pushed = self.try_push_batch(&mut batch).ok_or(())?;
+            total.queued += pushed.queued;
+            total.dropped_oldest += pushed.dropped_oldest;
+            if batch.is_empty() {
+                return Ok(total);
+            }
+            room.await;
+        }
     }
 
     /// Queues `d`, waiting for room under `Wait`. `Err` once the subscriber is gone.

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::delivery::Delivery;
 use crate::drop_guard::DropGuard;
 use crate::pattern::Pattern;
+pub use crate::subscriber_queue::PushedBatch;
 use crate::subscriber_queue::{Pushed, SubscriberQueue};
 
 /// What a bus does when a subscriber's queue is full; in config `"wait"` or
@@ -160,6 +161,20 @@ impl<M: Send + Sync + 'static> SubscriptionSender<M> {
     /// woken once per message the subscriber takes.
     pub async fn deliver(&self, delivery: Delivery<M>) -> Result<(), ()> {
         self.queue.push(delivery).await
+    }
+
+    /// Offers the messages of `batch`, in order, without waiting: one lock
+    /// and one wake-up for all of them. What a full queue (`Wait`) could not
+    /// take stays at the front of `batch`, for
+    /// [`deliver_batch`](Self::deliver_batch). `None` when the subscriber is gone.
+    pub fn try_deliver_batch(&self, batch: &mut VecDeque<Delivery<M>>) -> Option<PushedBatch> {
+        self.queue.try_push_batch(batch)
+    }
+
+    /// Delivers every message of `batch`, in order, waiting for room under
+    /// `Wait`. `Err(())` when the subscriber is gone.
+    pub async fn deliver_batch(&self, batch: VecDeque<Delivery<M>>) -> Result<PushedBatch, ()> {
+        self.queue.push_batch(batch).await
     }
 
     /// True once the subscriber dropped its [`Subscription`].

@@ -6,7 +6,7 @@
 //! refilled by 256) that decodes each payload as the bridge does. No
 //! reconnection, no routing, no checks.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use telamon_axon_proto::headers;
 use telamon_axon_proto::pb::command::command_provider_inbound::Request as CmdIn;
@@ -166,7 +166,9 @@ pub(crate) async fn append(
     Ok(m)
 }
 
-pub(crate) async fn track(server: &RunningAxonServer, n: u64) -> anyhow::Result<Measurement> {
+/// A raw `ListEvents` reader over the first `n` events: the time from the
+/// first event received to the last.
+pub(crate) async fn track(server: &RunningAxonServer, n: u64) -> anyhow::Result<Duration> {
     const WINDOW: i64 = 1024;
     const REFILL: i64 = WINDOW / 4;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -205,14 +207,7 @@ pub(crate) async fn track(server: &RunningAxonServer, n: u64) -> anyhow::Result<
         Ok(first.map(|f| f.elapsed()).unwrap_or_default())
     })
     .await??;
-    // The rate is over the n − 1 gaps between the first event and the last.
-    Ok(Measurement::throughput(
-        "axon-track",
-        SYSTEM,
-        n - 1,
-        elapsed,
-        &mut [],
-    ))
+    Ok(elapsed)
 }
 
 /// Fills the store with `n` `BenchMsg` events for the tracking scenario.

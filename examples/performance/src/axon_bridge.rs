@@ -5,7 +5,7 @@
 //! events on the bus). The message is the benchmark's `BenchMsg`, as JSON.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use telamon_module_axon::Axon;
@@ -137,9 +137,9 @@ impl Module<BenchMsg> for Tracked {
 }
 
 /// The first `n` events of the store onto the bus through a tracking
-/// processor. The rate runs from the first event received to the last, as
-/// the baseline's does (the process start is not counted).
-pub(crate) async fn track(server: &RunningAxonServer, n: u64) -> anyhow::Result<Measurement> {
+/// processor started for this round: the time from the first event received
+/// to the last, as the baseline's (the process start is not counted).
+pub(crate) async fn track(server: &RunningAxonServer, n: u64) -> anyhow::Result<Duration> {
     let config = ConfigLoader::new()
         .embedded(format!(
             r#"
@@ -186,12 +186,5 @@ class = "tracked"
     })
     .await??;
     process.stop().await;
-    // The rate is over the n − 1 gaps between the first event and the last.
-    Ok(Measurement::throughput(
-        "axon-track",
-        SYSTEM,
-        n - 1,
-        elapsed,
-        &mut [],
-    ))
+    Ok(elapsed)
 }

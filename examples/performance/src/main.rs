@@ -59,6 +59,8 @@ const RABBIT_MANY_SUBS_MESSAGES: u64 = 20_000;
 const CARYATID_MANY_SUBS_MAX: u64 = 10_000;
 /// Events per append in `axon-append`.
 const AXON_BATCH: u64 = 100;
+/// Measured rounds per system in `axon-track` (after one unmeasured round each).
+const AXON_TRACK_ROUNDS: usize = 5;
 /// Telamon's default queue depth; the baseline uses the same.
 const QUEUE: usize = 1024;
 /// Keep-alive HTTP clients in `rest-request`.
@@ -197,10 +199,31 @@ async fn scenario(name: &str, scale: u64) -> anyhow::Result<Vec<Measurement>> {
             let server = telamon_testkit::AxonTestServer::builder().start().await?;
             let n = 100_000 / scale;
             axon_baseline::fill(&server, n).await?;
-            let v = vec![
-                axon_bridge::track(&server, n).await?,
-                axon_baseline::track(&server, n).await?,
-            ];
+            // One unmeasured round each, then alternating rounds (the
+            // bridge first in odd rounds, the reader first in even ones);
+            // each system's figure is its median round.
+            let mut rounds: [Vec<std::time::Duration>; 2] = Default::default();
+            for r in 0..=AXON_TRACK_ROUNDS {
+                for i in 0..2 {
+                    let which = if r % 2 == 1 { i } else { 1 - i };
+                    let elapsed = match which {
+                        0 => axon_bridge::track(&server, n).await?,
+                        _ => axon_baseline::track(&server, n).await?,
+                    };
+                    if r > 0 {
+                        rounds[which].push(elapsed);
+                    }
+                }
+            }
+            let v = ["telamon", "baseline"]
+                .into_iter()
+                .zip(rounds.iter_mut())
+                .map(|(system, r)| {
+                    r.sort();
+                    // The rate is over the n − 1 gaps between the first event and the last.
+                    Measurement::throughput("axon-track", system, n - 1, r[r.len() / 2], &mut [])
+                })
+                .collect();
             server.stop().await?;
             v
         }

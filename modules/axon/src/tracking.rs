@@ -9,9 +9,13 @@
 //!
 //! # Guarantees
 //!
-//! - **No gap**: events are published one at a time in token order; a
-//!   publish that fails is retried (with back-off) until it succeeds, and
-//!   nothing after it is read meanwhile.
+//! - **No gap**: events are published in token order; the events a stream
+//!   has already delivered go to the bus as one batch
+//!   ([`Context::publish_batch`](telamon_sdk::Context::publish_batch), up to
+//!   128 and never past the next checkpoint; none is waited for), which
+//!   subscribers receive one by one. What the bus does not take is retried
+//!   (with back-off) until it is taken, and nothing after it is published
+//!   meanwhile; the position moves past each event as the bus takes it.
 //! - **No duplicate across a stop, a reconnect, a pause**: the position is
 //!   kept in memory across reconnects and written at stop and pause; the
 //!   stream resumes at the next token.
@@ -42,7 +46,7 @@ use serde_json::json;
 use telamon_axon_proto::pb::control::EventProcessorInfo;
 use telamon_axon_proto::pb::control::event_processor_info::SegmentStatus;
 use telamon_axon_proto::pb::event::{EventWithToken, GetEventsRequest, GetLastTokenRequest};
-use telamon_sdk::{Counter, Gauge, Message, Topic};
+use telamon_sdk::{Counter, Gauge, Headers, Message, Topic};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -188,12 +192,17 @@ impl Checkpointer {
         }
     }
 
-    /// `token` was published.
-    async fn published(&mut self, token: i64) {
-        self.since += 1;
+    /// `events` more, up to `token`, are published (or passed over).
+    async fn passed(&mut self, token: i64, events: u32) {
+        self.since = self.since.saturating_add(events);
         if self.since >= self.every || self.last_write.elapsed() >= self.interval {
             self.write(token, false).await;
         }
+    }
+
+    /// Events still to publish before the next checkpoint is due by count.
+    fn due_in(&self) -> usize {
+        self.every.saturating_sub(self.since).max(1) as usize
     }
 
     /// A quiet moment: write what is not written yet, if it is time.
@@ -443,6 +452,8 @@ async fn stream<M: Message>(
     let mut topics = Topics::default();
     // A message read ahead while checking whether more are waiting.
     let mut ahead = None;
+    let mut received = Vec::with_capacity(BATCH);
+    let mut run = Run::default();
     head.quiet();
     loop {
         // Checked before a message read ahead too, so a stream that always
@@ -456,7 +467,7 @@ async fn stream<M: Message>(
         if link.lost.is_cancelled() {
             return Ended::Reopen(None, "connection lost".into());
         }
-        let message = match ahead.take() {
+        let first = match ahead.take() {
             Some(m) => m,
             None => tokio::select! {
                 biased;
@@ -477,34 +488,88 @@ async fn stream<M: Message>(
                 m = inbound.message() => m,
             },
         };
-        let EventWithToken { token, event } = match message {
-            Ok(Some(e)) => e,
-            Ok(None) => return Ended::Reopen(None, "the server completed the event stream".into()),
-            Err(s) => return Ended::Reopen(Some(s.code()), s.to_string()),
-        };
-        metrics.permits.add(-1);
-        if token < *next {
-            tracing::debug!(processor = %rule.processor, token, next = *next, "event seen before skipped");
-            continue;
-        }
-        if token > *next {
-            tracing::warn!(processor = %rule.processor, expected = *next, got = token, "the event store skipped tokens");
-        }
-        if let Some(event) = event {
-            match publish(b, rule, state, metrics, &mut topics, token, event).await {
-                Published::Yes => metrics.published.inc(),
-                Published::Skipped => {}
-                Published::Stopped => return Ended::Paused,
-                Published::Stopping => return Ended::Stopping,
+        // The events already received join the first, so the bus takes them
+        // in one go; none is waited for.
+        received.push(first);
+        while received.len() < BATCH && matches!(received.last(), Some(Ok(Some(_)))) {
+            match inbound.message().now_or_never() {
+                Some(m) => received.push(m),
+                None => break,
             }
         }
-        *next = token + 1;
-        state.position.store(token, Ordering::Relaxed);
-        metrics.position.set(token);
-        checkpoints.published(token).await;
-        used += 1;
-        if used >= rule.refill {
-            used = 0;
+        let consumed = received.len() as u32;
+        metrics.permits.add(-i64::from(consumed));
+        let mut track = Track {
+            b,
+            rule,
+            state,
+            metrics,
+            next,
+            checkpoints,
+        };
+        for message in received.drain(..) {
+            let (token, event) = match message {
+                Ok(Some(EventWithToken { token, event })) => (token, event),
+                other => {
+                    let ended = match other {
+                        Err(s) => Ended::Reopen(Some(s.code()), s.to_string()),
+                        Ok(_) => {
+                            Ended::Reopen(None, "the server completed the event stream".into())
+                        }
+                    };
+                    return match track.flush(&mut run).await {
+                        Ok(()) => ended,
+                        Err(e) => e,
+                    };
+                }
+            };
+            let expected = run.tokens.last().map_or(*track.next, |t| t + 1);
+            if token < expected {
+                tracing::debug!(processor = %rule.processor, token, next = expected, "event seen before skipped");
+                continue;
+            }
+            if token > expected {
+                tracing::warn!(processor = %rule.processor, expected, got = token, "the event store skipped tokens");
+            }
+            let prepared = match event {
+                Some(event) => prepare(b, rule, &mut topics, token, event),
+                None => Err(None),
+            };
+            match prepared {
+                Ok((topic, message, headers)) => {
+                    let full = run.messages.len() >= track.checkpoints.due_in();
+                    if (full || run.topic.as_ref().is_some_and(|t| *t != topic))
+                        && let Err(e) = track.flush(&mut run).await
+                    {
+                        return e;
+                    }
+                    run.topic = Some(topic);
+                    run.tokens.push(token);
+                    run.messages.push((Arc::new(message), headers));
+                }
+                Err(bad) => {
+                    if let Err(e) = track.flush(&mut run).await {
+                        return e;
+                    }
+                    if let Some(bad) = bad {
+                        match undecodable(b, rule, state, metrics, token, bad).await {
+                            Published::Skipped => {}
+                            Published::Stopped => return Ended::Paused,
+                            Published::Stopping => return Ended::Stopping,
+                        }
+                    }
+                    // Not published, but passed: the position moves on.
+                    track.passed(token, 0).await;
+                }
+            }
+        }
+        if let Err(e) = track.flush(&mut run).await {
+            return e;
+        }
+        // Permits come back only for what the bus took (or passed over).
+        used += consumed;
+        while used >= rule.refill {
+            used -= rule.refill;
             metrics.permits.add(i64::from(rule.refill));
             let _ = tx.send(permits_request(
                 client,
@@ -517,12 +582,102 @@ async fn stream<M: Message>(
         // More already waiting: behind. Nothing waiting: ask the store soon.
         match inbound.message().now_or_never() {
             Some(m) => {
-                head.behind(token);
+                head.behind(*next - 1);
                 ahead = Some(m);
             }
             None => head.quiet(),
         }
-        update_lag(b, rule, state, metrics, token, &head).await;
+        update_lag(b, rule, state, metrics, *next - 1, &head).await;
+    }
+}
+
+/// Most events published in one bus batch: those already received when the
+/// first of them is handled, never more than this, and never past the next
+/// checkpoint (so the crash bound stays what it was for single events).
+const BATCH: usize = 128;
+
+/// Events ready for the bus, all on one topic, in token order.
+struct Run<M> {
+    topic: Option<Topic>,
+    tokens: Vec<i64>,
+    messages: Vec<(Arc<M>, Headers)>,
+}
+
+impl<M> Default for Run<M> {
+    fn default() -> Self {
+        Run {
+            topic: None,
+            tokens: Vec::with_capacity(BATCH),
+            messages: Vec::with_capacity(BATCH),
+        }
+    }
+}
+
+/// What publishing a run and moving the position on needs.
+struct Track<'a, M> {
+    b: &'a Bridge<M>,
+    rule: &'a TrackingRule,
+    state: &'a ProcessorState,
+    metrics: &'a ProcessorMetrics,
+    next: &'a mut i64,
+    checkpoints: &'a mut Checkpointer,
+}
+
+impl<M: Message> Track<'_, M> {
+    /// Publishes the run, retrying (with back-off) what the bus did not take
+    /// until it takes it; the position moves past each event as it is taken.
+    async fn flush(&mut self, run: &mut Run<M>) -> Result<(), Ended> {
+        let Some(topic) = run.topic.take() else {
+            return Ok(());
+        };
+        let mut attempt = 0u32;
+        loop {
+            // Drained (not moved) so the run's buffer is kept for the next.
+            match self
+                .b
+                .ctx
+                .publish_batch(&topic, run.messages.drain(..))
+                .await
+            {
+                Ok(()) => {
+                    if let Some(&last) = run.tokens.last() {
+                        self.passed(last, run.tokens.len()).await;
+                    }
+                    run.tokens.clear();
+                    return Ok(());
+                }
+                Err(e) => {
+                    let taken = e.published().min(run.tokens.len());
+                    if taken > 0 {
+                        self.passed(run.tokens[taken - 1], taken).await;
+                        run.tokens.drain(..taken);
+                    }
+                    if e.is_closed() {
+                        return Err(Ended::Stopping);
+                    }
+                    let delay = self.b.conn.backoff(attempt);
+                    attempt = attempt.saturating_add(1);
+                    tracing::warn!(processor = %self.rule.processor, next = *self.next, topic = %topic, error = %e, retry_in = ?delay, "events not taken by the bus; trying again (nothing after them is published meanwhile)");
+                    run.messages.extend(e.into_unpublished());
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.b.drain.cancelled() => return Err(Ended::Stopping),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Events up to `token` are behind the processor, `published` of them
+    /// on the bus.
+    async fn passed(&mut self, token: i64, published: usize) {
+        *self.next = token + 1;
+        self.state.position.store(token, Ordering::Relaxed);
+        self.metrics.position.set(token);
+        self.metrics.published.add(published as u64);
+        self.checkpoints
+            .passed(token, published.max(1) as u32)
+            .await;
     }
 }
 
@@ -624,7 +779,6 @@ async fn update_lag<M: Message>(
 }
 
 enum Published {
-    Yes,
     Skipped,
     Stopped,
     Stopping,
@@ -634,14 +788,25 @@ enum Published {
 /// on the type (and the processor), so each is rendered and checked once.
 /// Bounded: a store with more distinct types than this starts over.
 #[derive(Default)]
-struct Topics(std::collections::HashMap<String, Topic>);
+struct Topics {
+    by_type: std::collections::HashMap<String, Topic>,
+    /// The last type asked for, looked at before hashing (events of one
+    /// type often come in a row).
+    last: Option<(String, Topic)>,
+}
 
 /// Most payload types [`Topics`] remembers.
 const TOPIC_CACHE: usize = 1024;
 
 impl Topics {
     fn get(&mut self, rule: &TrackingRule, type_name: &str) -> Result<Topic, String> {
-        if let Some(t) = self.0.get(type_name) {
+        if let Some((t, topic)) = &self.last
+            && t == type_name
+        {
+            return Ok(topic.clone());
+        }
+        if let Some(t) = self.by_type.get(type_name) {
+            self.last = Some((type_name.to_owned(), t.clone()));
             return Ok(t.clone());
         }
         let text = rule
@@ -652,24 +817,29 @@ impl Topics {
             })
             .map_err(|e| e.to_string())?;
         let topic = Topic::new(&text).map_err(|e| format!("topic `{text}`: {e}"))?;
-        if self.0.len() >= TOPIC_CACHE {
-            self.0.clear();
+        if self.by_type.len() >= TOPIC_CACHE {
+            self.by_type.clear();
         }
-        self.0.insert(type_name.to_owned(), topic.clone());
+        self.by_type.insert(type_name.to_owned(), topic.clone());
+        self.last = Some((type_name.to_owned(), topic.clone()));
         Ok(topic)
     }
 }
 
-/// Publishes one event, retrying until the bus takes it.
-async fn publish<M: Message>(
+/// An event that cannot become a bus message, and why.
+struct Bad {
+    event: telamon_axon_proto::pb::event::Event,
+    why: String,
+}
+
+/// Decodes one event and makes its topic and headers.
+fn prepare<M: Message>(
     b: &Bridge<M>,
     rule: &TrackingRule,
-    state: &ProcessorState,
-    metrics: &ProcessorMetrics,
     topics: &mut Topics,
     token: i64,
     event: telamon_axon_proto::pb::event::Event,
-) -> Published {
+) -> Result<(Topic, M, Headers), Option<Box<Bad>>> {
     let type_name = event.payload.as_ref().map_or("", |p| p.r#type.as_str());
     let decoded = b
         .codec
@@ -678,44 +848,11 @@ async fn publish<M: Message>(
         .and_then(|m| Ok((topics.get(rule, type_name)?, m)));
     let (topic, message) = match decoded {
         Ok(x) => x,
-        Err(why) => {
-            metrics.undecodable.inc();
-            let why = format!(
-                "event {token} (type `{type_name}`, message {}): {why}",
-                event.message_identifier
-            );
-            return match rule.undecodable {
-                Undecodable::Stop => {
-                    state.fail(why);
-                    Published::Stopped
-                }
-                Undecodable::Skip => {
-                    tracing::error!(processor = %rule.processor, error = %why, "undecodable event skipped");
-                    if let Some(dead) = &rule.dead_letter_topic {
-                        let doc = json!({
-                            "processor": rule.processor,
-                            "token": token,
-                            "messageId": event.message_identifier,
-                            "payloadType": type_name,
-                            "aggregateId": event.aggregate_identifier,
-                            "sequence": event.aggregate_sequence_number,
-                            "error": why,
-                        });
-                        match b.codec.document(UNDECODABLE_TYPE, doc) {
-                            Ok(m) => {
-                                if let Err(e) = b.ctx.publish(dead, m).await {
-                                    tracing::warn!(topic = %dead, error = %e, "dead letter not published");
-                                }
-                            }
-                            Err(e) => tracing::warn!(error = %e, "dead letter cannot be made"),
-                        }
-                    }
-                    Published::Skipped
-                }
-            };
-        }
+        Err(why) => return Err(Some(Box::new(Bad { why, event }))),
     };
-    let (token_text, timestamp) = (token.to_string(), event.timestamp.to_string());
+    let mut numbers = itoa::Buffer::new();
+    let token_text = numbers.format(token).to_owned();
+    let timestamp = numbers.format(event.timestamp).to_owned();
     let sequence;
     let mut extra = Vec::with_capacity(9);
     extra.extend([
@@ -731,29 +868,59 @@ async fn publish<M: Message>(
     if !event.aggregate_type.is_empty() || !event.aggregate_identifier.is_empty() {
         extra.push((metadata::AGGREGATE_ID, event.aggregate_identifier.as_str()));
         extra.push((metadata::AGGREGATE_TYPE, event.aggregate_type.as_str()));
-        sequence = event.aggregate_sequence_number.to_string();
+        sequence = numbers.format(event.aggregate_sequence_number).to_owned();
         extra.push((metadata::SEQUENCE, sequence.as_str()));
     }
     let headers = to_headers(&event.meta_data, &extra);
-    let message = Arc::new(message);
-    let mut attempt = 0u32;
-    loop {
-        match b
-            .ctx
-            .publish_with(&topic, message.clone(), headers.clone())
-            .await
-        {
-            Ok(()) => return Published::Yes,
-            Err(e) if e.is_closed() => return Published::Stopping,
-            Err(e) => {
-                let delay = b.conn.backoff(attempt);
-                attempt = attempt.saturating_add(1);
-                tracing::warn!(processor = %rule.processor, token, topic = %topic, error = %e, retry_in = ?delay, "event not taken by the bus; trying again (nothing after it is published meanwhile)");
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = b.drain.cancelled() => return Published::Stopping,
+    Ok((topic, message, headers))
+}
+
+/// Handles an event that cannot be published, as `undecodable` says.
+async fn undecodable<M: Message>(
+    b: &Bridge<M>,
+    rule: &TrackingRule,
+    state: &ProcessorState,
+    metrics: &ProcessorMetrics,
+    token: i64,
+    bad: Box<Bad>,
+) -> Published {
+    let Bad { event, why } = *bad;
+    let type_name = event.payload.as_ref().map_or("", |p| p.r#type.as_str());
+    metrics.undecodable.inc();
+    let why = format!(
+        "event {token} (type `{type_name}`, message {}): {why}",
+        event.message_identifier
+    );
+    match rule.undecodable {
+        Undecodable::Stop => {
+            state.fail(why);
+            Published::Stopped
+        }
+        Undecodable::Skip => {
+            tracing::error!(processor = %rule.processor, error = %why, "undecodable event skipped");
+            if let Some(dead) = &rule.dead_letter_topic {
+                let doc = json!({
+                    "processor": rule.processor,
+                    "token": token,
+                    "messageId": event.message_identifier,
+                    "payloadType": type_name,
+                    "aggregateId": event.aggregate_identifier,
+                    "sequence": event.aggregate_sequence_number,
+                    "error": why,
+                });
+                match b.codec.document(UNDECODABLE_TYPE, doc) {
+                    Ok(m) => {
+                        if let Err(e) = b.ctx.publish(dead, m).await {
+                            if e.is_closed() {
+                                return Published::Stopping;
+                            }
+                            tracing::warn!(topic = %dead, error = %e, "dead letter not published");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "dead letter cannot be made"),
                 }
             }
+            Published::Skipped
         }
     }
 }
