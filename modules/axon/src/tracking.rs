@@ -452,7 +452,6 @@ async fn stream<M: Message>(
     let mut topics = Topics::default();
     // A message read ahead while checking whether more are waiting.
     let mut ahead = None;
-    let mut received = Vec::with_capacity(BATCH);
     let mut run = Run::default();
     head.quiet();
     loop {
@@ -489,16 +488,10 @@ async fn stream<M: Message>(
             },
         };
         // The events already received join the first, so the bus takes them
-        // in one go; none is waited for.
-        received.push(first);
-        while received.len() < BATCH && matches!(received.last(), Some(Ok(Some(_)))) {
-            match inbound.message().now_or_never() {
-                Some(m) => received.push(m),
-                None => break,
-            }
-        }
-        let consumed = received.len() as u32;
-        metrics.permits.add(-i64::from(consumed));
+        // in one go; none is waited for. Each is decoded as it is read, so
+        // what decoding allocates is freed before the next is read.
+        let mut message = first;
+        let mut consumed = 0u32;
         let mut track = Track {
             b,
             rule,
@@ -507,10 +500,12 @@ async fn stream<M: Message>(
             next,
             checkpoints,
         };
-        for message in received.drain(..) {
+        loop {
+            consumed += 1;
             let (token, event) = match message {
                 Ok(Some(EventWithToken { token, event })) => (token, event),
                 other => {
+                    metrics.permits.add(-i64::from(consumed));
                     let ended = match other {
                         Err(s) => Ended::Reopen(Some(s.code()), s.to_string()),
                         Ok(_) => {
@@ -526,43 +521,51 @@ async fn stream<M: Message>(
             let expected = run.tokens.last().map_or(*track.next, |t| t + 1);
             if token < expected {
                 tracing::debug!(processor = %rule.processor, token, next = expected, "event seen before skipped");
-                continue;
-            }
-            if token > expected {
-                tracing::warn!(processor = %rule.processor, expected, got = token, "the event store skipped tokens");
-            }
-            let prepared = match event {
-                Some(event) => prepare(b, rule, &mut topics, token, event),
-                None => Err(None),
-            };
-            match prepared {
-                Ok((topic, message, headers)) => {
-                    let full = run.messages.len() >= track.checkpoints.due_in();
-                    if (full || run.topic.as_ref().is_some_and(|t| *t != topic))
-                        && let Err(e) = track.flush(&mut run).await
-                    {
-                        return e;
-                    }
-                    run.topic = Some(topic);
-                    run.tokens.push(token);
-                    run.messages.push((Arc::new(message), headers));
+            } else {
+                if token > expected {
+                    tracing::warn!(processor = %rule.processor, expected, got = token, "the event store skipped tokens");
                 }
-                Err(bad) => {
-                    if let Err(e) = track.flush(&mut run).await {
-                        return e;
-                    }
-                    if let Some(bad) = bad {
-                        match undecodable(b, rule, state, metrics, token, bad).await {
-                            Published::Skipped => {}
-                            Published::Stopped => return Ended::Paused,
-                            Published::Stopping => return Ended::Stopping,
+                let prepared = match event {
+                    Some(event) => prepare(b, rule, &mut topics, token, event),
+                    None => Err(None),
+                };
+                match prepared {
+                    Ok((topic, message, headers)) => {
+                        let full = run.messages.len() >= track.checkpoints.due_in();
+                        if (full || run.topic.as_ref().is_some_and(|t| *t != topic))
+                            && let Err(e) = track.flush(&mut run).await
+                        {
+                            return e;
                         }
+                        run.topic = Some(topic);
+                        run.tokens.push(token);
+                        run.messages.push((Arc::new(message), headers));
                     }
-                    // Not published, but passed: the position moves on.
-                    track.passed(token, 0).await;
+                    Err(bad) => {
+                        if let Err(e) = track.flush(&mut run).await {
+                            return e;
+                        }
+                        if let Some(bad) = bad {
+                            match undecodable(b, rule, state, metrics, token, bad).await {
+                                Published::Skipped => {}
+                                Published::Stopped => return Ended::Paused,
+                                Published::Stopping => return Ended::Stopping,
+                            }
+                        }
+                        // Not published, but passed: the position moves on.
+                        track.passed(token, 0).await;
+                    }
                 }
+            }
+            if consumed as usize >= BATCH {
+                break;
+            }
+            match inbound.message().now_or_never() {
+                Some(m) => message = m,
+                None => break,
             }
         }
+        metrics.permits.add(-i64::from(consumed));
         if let Err(e) = track.flush(&mut run).await {
             return e;
         }
