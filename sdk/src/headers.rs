@@ -18,11 +18,12 @@ use std::sync::Arc;
 /// assert!(Headers::new().is_empty());
 /// ```
 ///
-/// All names and values of one message share one buffer, and up to
-/// [`INLINE`] pairs keep their bounds beside it, so making, sharing and
-/// dropping them costs two allocations however many there are (messages
-/// cross threads, and an allocation freed on another thread than the one
-/// that made it is the dear kind). A [`Delivery`](crate::Delivery) keeps
+/// All names and values of one message share one allocation — up to
+/// [`INLINE_TEXT`] bytes of text and [`INLINE`] pairs live in it, longer
+/// sets take a second one — so making, sharing and dropping them costs one
+/// allocation however many there are (messages cross threads, and an
+/// allocation freed on another thread than the one that made it is the dear
+/// kind: glibc takes the owning arena's lock for it). A [`Delivery`](crate::Delivery) keeps
 /// them as they are: delivering headers allocates nothing more.
 #[derive(Clone, Default)]
 pub struct Headers(Option<Arc<Packed>>);
@@ -35,12 +36,78 @@ const INLINE: usize = 12;
 /// name and each value ends (a name starts where the previous value ended).
 #[derive(Clone, Default)]
 struct Packed {
-    text: String,
+    text: Text,
     ends: Ends,
     /// The id a bus gave the delivery these headers came with; not a header
     /// (never listed, compared or shown), kept here so a delivery with
     /// headers and an id holds one shared allocation, not two.
     id: Option<Box<str>>,
+}
+
+/// Bytes of names and values kept inside the headers' own allocation; longer
+/// text moves to one of its own.
+const INLINE_TEXT: usize = 320;
+
+/// The names and values: inline while they fit, then on the heap.
+#[derive(Clone)]
+enum Text {
+    Inline(usize, [u8; INLINE_TEXT]),
+    Heap(String),
+}
+
+impl Default for Text {
+    fn default() -> Self {
+        Text::Inline(0, [0; INLINE_TEXT])
+    }
+}
+
+impl Text {
+    fn with_capacity(bytes: usize) -> Self {
+        if bytes <= INLINE_TEXT {
+            Text::default()
+        } else {
+            Text::Heap(String::with_capacity(bytes))
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Text::Inline(len, _) => *len,
+            Text::Heap(s) => s.len(),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Text::Inline(len, bytes) => &bytes[..*len],
+            Text::Heap(s) => s.as_bytes(),
+        }
+    }
+
+    /// The text; only whole `&str`s are ever pushed, so inline bytes are
+    /// always UTF-8 (checked here all the same, without `unsafe`).
+    fn as_str(&self) -> &str {
+        match self {
+            Text::Inline(len, bytes) => std::str::from_utf8(&bytes[..*len]).unwrap_or_default(),
+            Text::Heap(s) => s,
+        }
+    }
+
+    fn push_str(&mut self, s: &str) {
+        match self {
+            Text::Inline(len, bytes) if *len + s.len() <= INLINE_TEXT => {
+                bytes[*len..*len + s.len()].copy_from_slice(s.as_bytes());
+                *len += s.len();
+            }
+            Text::Inline(..) => {
+                let mut heap = String::with_capacity((self.len() + s.len()) * 2);
+                heap.push_str(self.as_str());
+                heap.push_str(s);
+                *self = Text::Heap(heap);
+            }
+            Text::Heap(h) => h.push_str(s),
+        }
+    }
 }
 
 /// Bounds of the pairs: inline while they fit, then on the heap.
@@ -93,7 +160,7 @@ impl Packed {
     fn with_capacity(pairs: usize) -> Self {
         Packed {
             // Room for typical names and values; it grows when they are longer.
-            text: String::with_capacity(pairs * 32),
+            text: Text::with_capacity(pairs * 32),
             ends: Ends::with_capacity(pairs),
             id: None,
         }
@@ -119,11 +186,12 @@ impl Packed {
 
     fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         let mut start = 0;
+        let text = self.text.as_str();
         self.ends
             .as_slice()
             .iter()
             .map(move |&(name_end, value_end)| {
-                let pair = (&self.text[start..name_end], &self.text[name_end..value_end]);
+                let pair = (&text[start..name_end], &text[name_end..value_end]);
                 start = value_end;
                 pair
             })
@@ -353,6 +421,21 @@ mod tests {
             [("", "empty name"), ("ünï", "x"), ("n", "1"), ("z", "last")]
         );
         assert_eq!(h.remove("missing"), None);
+    }
+
+    #[test]
+    fn long_text_and_many_pairs_leave_the_inline_room_intact() {
+        let long = "é".repeat(INLINE_TEXT);
+        let mut h = Headers::new().with("a", "1").with("long", long.clone());
+        assert_eq!(h.get("a"), Some("1"));
+        assert_eq!(h.get("long"), Some(long.as_str()));
+        for i in 0..INLINE * 2 {
+            h.insert(format!("k{i}"), i.to_string());
+        }
+        assert_eq!(h.len(), 2 + INLINE * 2);
+        assert_eq!(h.get("k20"), Some("20"));
+        assert_eq!(h.remove("long").as_deref(), Some(long.as_str()));
+        assert_eq!(h.iter().next(), Some(("a", "1")));
     }
 
     #[test]
