@@ -50,6 +50,10 @@ const INLINE_TEXT: usize = 320;
 
 /// The names and values: inline while they fit, then on the heap.
 #[derive(Clone)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "inline is the point: one allocation for the whole set"
+)]
 enum Text {
     Inline(usize, [u8; INLINE_TEXT]),
     Heap(String),
