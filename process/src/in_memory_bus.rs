@@ -8,8 +8,10 @@
 //!   `lagged()`, `telamon_dropped_total`).
 //! - **A batch** (`publish_batch`): each queue takes it under one lock with
 //!   one wake-up; a full `wait` queue takes what fits and the publisher
-//!   waits for room for the rest, in order, after offering the batch to
-//!   every other queue — as a publish of each message would.
+//!   waits for room for the rest, in order, after offering the whole batch
+//!   to every other queue (unlike a loop of publishes, the slow queue does
+//!   not pace the others; a `drop-oldest` queue smaller than the batch may
+//!   drop more than it would message by message).
 //! - **Dropped subscriber**: removed from the table the moment its
 //!   `Subscription` is dropped; a publish racing with the drop skips it.
 //! - **Full handler queue**: the requester waits, within its timeout.

@@ -41,6 +41,9 @@ pub trait MessageBus<M>: Send + Sync + 'static {
     /// Publishes the messages of `batch` on `topic`, in order: each reaches
     /// every matching subscription as its own publish would, but the topic
     /// is routed once and each subscriber queue takes the lot in one go.
+    /// One difference: a full `wait` queue does not pace the others — they
+    /// are offered the whole batch first (a `drop-oldest` queue smaller than
+    /// the batch may drop where message by message it would not have).
     fn publish_batch(
         &self,
         topic: Topic,

@@ -93,7 +93,8 @@ impl<M: Send + Sync + 'static> Context<M> {
         headers: Headers,
     ) -> Result<(), PublishError> {
         let topic = topic.into_topic()?;
-        let headers = TraceContext::propagate(headers);
+        // Headers taken from a delivery lose its id here, once, not per subscriber.
+        let headers = TraceContext::propagate(headers).without_delivery_id();
         self.inner.bus.publish(topic, message.into(), headers).await
     }
 
@@ -102,7 +103,11 @@ impl<M: Send + Sync + 'static> Context<M> {
     /// each on its own, in order, with its headers. The topic is routed once
     /// and, on the in-process bus, each subscriber queue takes the lot under
     /// one lock with one wake-up, which is what makes it cheaper than a loop
-    /// when a module has many messages at hand at once.
+    /// when a module has many messages at hand at once. One difference from
+    /// a loop: a full `wait` queue does not hold the batch back from the
+    /// other queues, which are offered all of it first (so a `drop-oldest`
+    /// queue smaller than the batch may drop where a loop, paced by the
+    /// slow queue, would not have).
     ///
     /// On failure the error says how many, from the first, were published,
     /// and gives the rest back, in order, to be published again without a gap.
@@ -121,7 +126,7 @@ impl<M: Send + Sync + 'static> Context<M> {
     ) -> Result<(), BatchPublishError<M>> {
         let batch: Vec<(Arc<M>, Headers)> = messages
             .into_iter()
-            .map(|(m, h)| (m, TraceContext::propagate(h)))
+            .map(|(m, h)| (m, TraceContext::propagate(h).without_delivery_id()))
             .collect();
         let topic = match topic.into_topic() {
             Ok(t) => t,

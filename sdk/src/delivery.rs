@@ -11,11 +11,21 @@ use crate::topic::Topic;
 /// `Arc<M>` and the same headers: nothing is serialised, cloned or allocated
 /// per subscriber. A delivery is four words (topic, message, headers); the
 /// id a bus gives it travels inside the headers' allocation.
-#[derive(Debug)]
 pub struct Delivery<M> {
     topic: Topic,
     message: Arc<M>,
     headers: Headers,
+}
+
+impl<M: std::fmt::Debug> std::fmt::Debug for Delivery<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("topic", &self.topic)
+            .field("message", &self.message)
+            .field("id", &self.id())
+            .field("headers", &self.headers)
+            .finish()
+    }
 }
 
 impl<M> Clone for Delivery<M> {

@@ -18,9 +18,9 @@ use std::sync::Arc;
 /// assert!(Headers::new().is_empty());
 /// ```
 ///
-/// All names and values of one message share one allocation — up to
-/// [`INLINE_TEXT`] bytes of text and [`INLINE`] pairs live in it, longer
-/// sets take a second one — so making, sharing and dropping them costs one
+/// All names and values of one message share one allocation of about
+/// 0.6 KiB — up to 320 bytes of text and 12 pairs live in it, longer sets
+/// take a second one — so making, sharing and dropping them costs one
 /// allocation however many there are (messages cross threads, and an
 /// allocation freed on another thread than the one that made it is the dear
 /// kind: glibc takes the owning arena's lock for it). A [`Delivery`](crate::Delivery) keeps
@@ -66,14 +66,6 @@ impl Default for Text {
 }
 
 impl Text {
-    fn with_capacity(bytes: usize) -> Self {
-        if bytes <= INLINE_TEXT {
-            Text::default()
-        } else {
-            Text::Heap(String::with_capacity(bytes))
-        }
-    }
-
     fn len(&self) -> usize {
         match self {
             Text::Inline(len, _) => *len,
@@ -163,8 +155,8 @@ impl Ends {
 impl Packed {
     fn with_capacity(pairs: usize) -> Self {
         Packed {
-            // Room for typical names and values; it grows when they are longer.
-            text: Text::with_capacity(pairs * 32),
+            // Inline until the text outgrows it.
+            text: Text::default(),
             ends: Ends::with_capacity(pairs),
             id: None,
         }
@@ -277,6 +269,12 @@ impl Headers {
             return;
         }
         Arc::make_mut(self.0.get_or_insert_with(Default::default)).id = id;
+    }
+
+    /// The same headers without a delivery id.
+    pub(crate) fn without_delivery_id(mut self) -> Self {
+        self.set_delivery_id(None);
+        self
     }
 
     /// Removes `name`; returns its value.

@@ -21,7 +21,7 @@
 //!   stream resumes at the next token.
 //! - **After a crash (`kill -9`)**: it resumes after the last durable
 //!   checkpoint, so events published since then are published again —
-//!   fewer than `2 × checkpoint-every` of them (a checkpoint is written after
+//!   at most `2 × checkpoint-every` of them (a checkpoint is written after
 //!   every `checkpoint-every` events, and at most one write is in flight
 //!   while the next events are published), each with its `axon-token`, so a
 //!   subscriber can drop what it has seen.
@@ -32,6 +32,8 @@
 //!   as the bus accepts events, so a slow subscriber slows the stream rather
 //!   than piling events up in the bridge. AxonServer fails a stream left at
 //!   zero permits for 120 s; it is then reopened at the next token.
+//! - **Pause and stop** are noticed between batches: the events already
+//!   received when one began (at most 128) are published first.
 //! - **Undecodable event**: `undecodable = "stop"` (default) stops the
 //!   processor at that token in an error state, reported to AxonServer and
 //!   counted; a `start` instruction (or a restart) tries again.
