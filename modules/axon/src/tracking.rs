@@ -606,6 +606,12 @@ struct Run<M> {
     topic: Option<Topic>,
     tokens: Vec<i64>,
     messages: Vec<(Arc<M>, Headers)>,
+    /// The last published run's messages and headers, held until the next
+    /// run is published: by then subscribers have usually let go of them, so
+    /// they are freed here, on the thread that allocated them, instead of on
+    /// a subscriber's (glibc frees a block another thread allocated under
+    /// that thread's arena lock, which the two threads then contend for).
+    kept: Vec<(Arc<M>, Headers)>,
 }
 
 impl<M> Default for Run<M> {
@@ -614,6 +620,7 @@ impl<M> Default for Run<M> {
             topic: None,
             tokens: Vec::with_capacity(BATCH),
             messages: Vec::with_capacity(BATCH),
+            kept: Vec::with_capacity(BATCH),
         }
     }
 }
@@ -635,6 +642,9 @@ impl<M: Message> Track<'_, M> {
         let Some(topic) = run.topic.take() else {
             return Ok(());
         };
+        run.kept.clear();
+        run.kept
+            .extend(run.messages.iter().map(|(m, h)| (m.clone(), h.clone())));
         let mut attempt = 0u32;
         loop {
             // Drained (not moved) so the run's buffer is kept for the next.
