@@ -193,8 +193,25 @@ impl Packed {
             })
     }
 
+    /// Where the pair named `name` is, comparing bytes (the text is not
+    /// checked as UTF-8 to look a name up).
     fn position(&self, name: &str) -> Option<usize> {
-        self.iter().position(|(k, _)| k == name)
+        let bytes = self.text.as_bytes();
+        let mut start = 0;
+        self.ends
+            .as_slice()
+            .iter()
+            .position(|&(name_end, value_end)| {
+                let found = bytes.get(start..name_end) == Some(name.as_bytes());
+                start = value_end;
+                found
+            })
+    }
+
+    /// The value of the pair at `at` (only its bytes are checked as UTF-8).
+    fn value(&self, at: usize) -> Option<&str> {
+        let &(name_end, value_end) = self.ends.as_slice().get(at)?;
+        std::str::from_utf8(self.text.as_bytes().get(name_end..value_end)?).ok()
     }
 
     /// A copy with the value at `at` replaced (`Some`) or the pair removed.
@@ -233,7 +250,8 @@ impl Headers {
 
     /// The value of `name` (names are compared exactly).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+        let packed = self.0.as_ref()?;
+        packed.value(packed.position(name)?)
     }
 
     /// Every header, in the order they were set.

@@ -164,8 +164,10 @@ impl TraceContext {
     /// `headers` with a `traceparent` for the next hop of the current trace,
     /// unless they have one already or there is no current trace.
     pub(crate) fn propagate(mut headers: Headers) -> Headers {
-        if headers.get(TRACEPARENT).is_none()
-            && let Some(current) = Self::current()
+        // The current trace first: outside one (most publishes) the headers
+        // are not looked at.
+        if let Some(current) = Self::current()
+            && headers.get(TRACEPARENT).is_none()
         {
             headers.insert(TRACEPARENT, current.child().to_header());
         }
