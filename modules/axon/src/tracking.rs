@@ -34,6 +34,11 @@
 //!   zero permits for 120 s; it is then reopened at the next token.
 //! - **Pause and stop** are noticed between batches: the events already
 //!   received when one began (at most 128) are published first.
+//! - **Memory**: besides the run being built, the processor holds a
+//!   reference to the messages of the run it published last (at most 128)
+//!   until it publishes the next, so that it, not a subscriber, usually frees
+//!   them; a message is dropped at most one run later than its subscribers
+//!   let it go.
 //! - **Undecodable event**: `undecodable = "stop"` (default) stops the
 //!   processor at that token in an error state, reported to AxonServer and
 //!   counted; a `start` instruction (or a restart) tries again.
