@@ -509,10 +509,10 @@ async fn stream<M: Message>(
         };
         loop {
             consumed += 1;
+            metrics.permits.add(-1);
             let (token, event) = match message {
                 Ok(Some(EventWithToken { token, event })) => (token, event),
                 other => {
-                    metrics.permits.add(-i64::from(consumed));
                     let ended = match other {
                         Err(s) => Ended::Reopen(Some(s.code()), s.to_string()),
                         Ok(_) => {
@@ -554,13 +554,13 @@ async fn stream<M: Message>(
                         }
                         if let Some(bad) = bad {
                             match undecodable(b, rule, state, metrics, token, bad).await {
-                                Published::Skipped => {}
-                                Published::Stopped => return Ended::Paused,
-                                Published::Stopping => return Ended::Stopping,
+                                Undecoded::Skipped => {}
+                                Undecoded::Stopped => return Ended::Paused,
+                                Undecoded::Stopping => return Ended::Stopping,
                             }
                         }
                         // Not published, but passed: the position moves on.
-                        track.passed(token, 0).await;
+                        track.passed(token, 1, 0).await;
                     }
                 }
             }
@@ -572,7 +572,6 @@ async fn stream<M: Message>(
                 None => break,
             }
         }
-        metrics.permits.add(-i64::from(consumed));
         if let Err(e) = track.flush(&mut run).await {
             return e;
         }
@@ -661,7 +660,8 @@ impl<M: Message> Track<'_, M> {
             {
                 Ok(()) => {
                     if let Some(&last) = run.tokens.last() {
-                        self.passed(last, run.tokens.len()).await;
+                        let n = run.tokens.len();
+                        self.passed(last, n, n).await;
                     }
                     run.tokens.clear();
                     return Ok(());
@@ -669,7 +669,7 @@ impl<M: Message> Track<'_, M> {
                 Err(e) => {
                     let taken = e.published().min(run.tokens.len());
                     if taken > 0 {
-                        self.passed(run.tokens[taken - 1], taken).await;
+                        self.passed(run.tokens[taken - 1], taken, taken).await;
                         run.tokens.drain(..taken);
                     }
                     if e.is_closed() {
@@ -688,16 +688,14 @@ impl<M: Message> Track<'_, M> {
         }
     }
 
-    /// Events up to `token` are behind the processor, `published` of them
-    /// on the bus.
-    async fn passed(&mut self, token: i64, published: usize) {
+    /// `events` more, up to `token`, are behind the processor, `published`
+    /// of them on the bus.
+    async fn passed(&mut self, token: i64, events: usize, published: usize) {
         *self.next = token + 1;
         self.state.position.store(token, Ordering::Relaxed);
         self.metrics.position.set(token);
         self.metrics.published.add(published as u64);
-        self.checkpoints
-            .passed(token, published.max(1) as u32)
-            .await;
+        self.checkpoints.passed(token, events as u32).await;
     }
 }
 
@@ -786,19 +784,37 @@ async fn update_lag<M: Message>(
         tracing::info!(processor = %rule.processor, position, "tracking processor caught up with the head of the event store");
         if let Some(topic) = &rule.caught_up_topic {
             let doc = json!({ "processor": rule.processor, "token": position });
-            match b.codec.document(CAUGHT_UP_TYPE, doc) {
-                Ok(m) => {
-                    if let Err(e) = b.ctx.publish(topic, m).await {
-                        tracing::warn!(topic = %topic, error = %e, "caught-up signal not published");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "caught-up signal cannot be made"),
-            }
+            publish_document(b, topic, CAUGHT_UP_TYPE, doc, "caught-up signal").await;
         }
     }
 }
 
-enum Published {
+/// Publishes a document the bridge writes itself (`what`: for the log);
+/// a failure is logged, and `false` returned when the bus is closed.
+async fn publish_document<M: Message>(
+    b: &Bridge<M>,
+    topic: &Topic,
+    type_name: &str,
+    doc: serde_json::Value,
+    what: &str,
+) -> bool {
+    match b.codec.document(type_name, doc) {
+        Ok(m) => match b.ctx.publish(topic, m).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(topic = %topic, error = %e, "{what} not published");
+                !e.is_closed()
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "{what} cannot be made");
+            true
+        }
+    }
+}
+
+/// What became of an event that cannot be published.
+enum Undecoded {
     Skipped,
     Stopped,
     Stopping,
@@ -870,15 +886,18 @@ fn prepare<M: Message>(
         Ok(x) => x,
         Err(why) => return Err(Some(Box::new(Bad { why, event }))),
     };
-    let mut numbers = itoa::Buffer::new();
-    let token_text = numbers.format(token).to_owned();
-    let timestamp = numbers.format(event.timestamp).to_owned();
-    let sequence;
+    let (mut token_text, mut timestamp, mut sequence) = (
+        itoa::Buffer::new(),
+        itoa::Buffer::new(),
+        itoa::Buffer::new(),
+    );
+    let token_text = token_text.format(token);
+    let timestamp = timestamp.format(event.timestamp);
     let mut extra = Vec::with_capacity(9);
     extra.extend([
-        (metadata::TOKEN, token_text.as_str()),
+        (metadata::TOKEN, token_text),
         (metadata::MESSAGE_ID, event.message_identifier.as_str()),
-        (metadata::TIMESTAMP, timestamp.as_str()),
+        (metadata::TIMESTAMP, timestamp),
         (metadata::PROCESSOR, rule.processor.as_str()),
         (metadata::PAYLOAD_TYPE, type_name),
     ]);
@@ -888,8 +907,10 @@ fn prepare<M: Message>(
     if !event.aggregate_type.is_empty() || !event.aggregate_identifier.is_empty() {
         extra.push((metadata::AGGREGATE_ID, event.aggregate_identifier.as_str()));
         extra.push((metadata::AGGREGATE_TYPE, event.aggregate_type.as_str()));
-        sequence = numbers.format(event.aggregate_sequence_number).to_owned();
-        extra.push((metadata::SEQUENCE, sequence.as_str()));
+        extra.push((
+            metadata::SEQUENCE,
+            sequence.format(event.aggregate_sequence_number),
+        ));
     }
     let headers = to_headers(&event.meta_data, &extra);
     Ok((topic, message, headers))
@@ -903,7 +924,7 @@ async fn undecodable<M: Message>(
     metrics: &ProcessorMetrics,
     token: i64,
     bad: Box<Bad>,
-) -> Published {
+) -> Undecoded {
     let Bad { event, why } = *bad;
     let type_name = event.payload.as_ref().map_or("", |p| p.r#type.as_str());
     metrics.undecodable.inc();
@@ -914,7 +935,7 @@ async fn undecodable<M: Message>(
     match rule.undecodable {
         Undecodable::Stop => {
             state.fail(why);
-            Published::Stopped
+            Undecoded::Stopped
         }
         Undecodable::Skip => {
             tracing::error!(processor = %rule.processor, error = %why, "undecodable event skipped");
@@ -928,19 +949,11 @@ async fn undecodable<M: Message>(
                     "sequence": event.aggregate_sequence_number,
                     "error": why,
                 });
-                match b.codec.document(UNDECODABLE_TYPE, doc) {
-                    Ok(m) => {
-                        if let Err(e) = b.ctx.publish(dead, m).await {
-                            if e.is_closed() {
-                                return Published::Stopping;
-                            }
-                            tracing::warn!(topic = %dead, error = %e, "dead letter not published");
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "dead letter cannot be made"),
+                if !publish_document(b, dead, UNDECODABLE_TYPE, doc, "dead letter").await {
+                    return Undecoded::Stopping;
                 }
             }
-            Published::Skipped
+            Undecoded::Skipped
         }
     }
 }
