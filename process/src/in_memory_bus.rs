@@ -302,11 +302,11 @@ impl<M: Send + Sync + 'static> Bus<M> for InMemoryBus<M> {
             offer(last, originals);
         }
         drop(subs);
-        let metrics = self.shared.metrics.clone();
         if waiting.is_empty() {
-            metrics.delivered(&topic, delivered, dropped);
+            self.shared.metrics.delivered(&topic, delivered, dropped);
             return Box::pin(std::future::ready(Ok(())));
         }
+        let metrics = self.shared.metrics.clone();
         Box::pin(async move {
             for (s, ds) in waiting {
                 if let Ok(pushed) = s.deliver_batch(ds).await {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use common::{ONE_BUS, start, within};
 use serde_json::{Value, json};
-use telamon_sdk::{FullPolicy, Headers, PublishError, SubscribeOptions};
+use telamon_sdk::{FullPolicy, Headers, PublishError, SubscribeOptions, TraceContext};
 
 fn batch(range: std::ops::Range<u64>) -> Vec<(Arc<Value>, Headers)> {
     range
@@ -48,6 +48,30 @@ async fn a_batch_reaches_every_matching_subscription_in_order_with_its_headers()
         .await
         .unwrap();
     assert!(subs[0].try_recv().is_none());
+    process.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_inside_a_trace_carries_it_with_a_hop_of_its_own_per_message() {
+    let process = start(ONE_BUS).await;
+    let ctx = process.context("test");
+    let mut sub = ctx.subscribe("t").await.unwrap();
+    let root = TraceContext::new_root();
+    root.scope(ctx.publish_batch("t", batch(0..3)))
+        .await
+        .unwrap();
+    let mut spans = std::collections::HashSet::new();
+    for _ in 0..3 {
+        let d = within(sub.recv()).await.unwrap();
+        let hop = TraceContext::from_headers(d.headers()).expect("a traceparent");
+        assert_eq!(hop.trace_id(), root.trace_id());
+        spans.insert(hop.span_id());
+    }
+    assert_eq!(spans.len(), 3);
+    // Outside a trace nothing is added.
+    ctx.publish_batch("t", batch(0..1)).await.unwrap();
+    let d = within(sub.recv()).await.unwrap();
+    assert!(TraceContext::from_headers(d.headers()).is_none());
     process.stop().await;
 }
 

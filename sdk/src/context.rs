@@ -124,9 +124,13 @@ impl<M: Send + Sync + 'static> Context<M> {
         topic: impl IntoTopic,
         messages: impl IntoIterator<Item = (Arc<M>, Headers)>,
     ) -> Result<(), BatchPublishError<M>> {
+        let current = TraceContext::current();
         let batch: Vec<(Arc<M>, Headers)> = messages
             .into_iter()
-            .map(|(m, h)| (m, TraceContext::propagate(h).without_delivery_id()))
+            .map(|(m, h)| {
+                let h = TraceContext::propagate_from(current, h);
+                (m, h.without_delivery_id())
+            })
             .collect();
         let topic = match topic.into_topic() {
             Ok(t) => t,

@@ -163,10 +163,16 @@ impl TraceContext {
 
     /// `headers` with a `traceparent` for the next hop of the current trace,
     /// unless they have one already or there is no current trace.
-    pub(crate) fn propagate(mut headers: Headers) -> Headers {
+    pub(crate) fn propagate(headers: Headers) -> Headers {
+        Self::propagate_from(Self::current(), headers)
+    }
+
+    /// [`propagate`](Self::propagate) with the current trace looked up
+    /// already (once for a whole batch).
+    pub(crate) fn propagate_from(current: Option<Self>, mut headers: Headers) -> Headers {
         // The current trace first: outside one (most publishes) the headers
         // are not looked at.
-        if let Some(current) = Self::current()
+        if let Some(current) = current
             && headers.get(TRACEPARENT).is_none()
         {
             headers.insert(TRACEPARENT, current.child().to_header());
