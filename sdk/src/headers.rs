@@ -24,9 +24,15 @@ use std::sync::Arc;
 /// allocation however many there are (messages cross threads, and an
 /// allocation freed on another thread than the one that made it is the dear
 /// kind: glibc takes the owning arena's lock for it). A [`Delivery`](crate::Delivery) keeps
-/// them as they are: delivering headers allocates nothing more.
+/// them as they are: delivering headers allocates nothing more. The headers
+/// of many messages made at once can share one allocation too: see
+/// [`HeaderBlock`].
 #[derive(Clone, Default)]
-pub struct Headers(Option<Arc<Packed>>);
+pub struct Headers {
+    packed: Option<Arc<Packed>>,
+    /// Which set of a block's these are (0 for headers of their own).
+    set: usize,
+}
 
 /// Pairs whose bounds live beside the text without an allocation of their
 /// own: the bridge's nine event headers and a `traceparent` fit.
@@ -38,9 +44,13 @@ const INLINE: usize = 12;
 struct Packed {
     text: Text,
     ends: Ends,
+    /// A block's sets: set `i` is the pairs from `starts[i]` to the next
+    /// set's start (the last one: to the end). Empty: one set, every pair.
+    starts: Vec<usize>,
     /// The id a bus gave the delivery these headers came with; not a header
     /// (never listed, compared or shown), kept here so a delivery with
-    /// headers and an id holds one shared allocation, not two.
+    /// headers and an id holds one shared allocation, not two. Never set on
+    /// a block.
     id: Option<Box<str>>,
 }
 
@@ -104,6 +114,14 @@ impl Text {
             Text::Heap(h) => h.push_str(s),
         }
     }
+
+    /// Keeps the first `len` bytes (always where a pushed `&str` ended).
+    fn truncate(&mut self, to: usize) {
+        match self {
+            Text::Inline(len, _) => *len = to.min(*len),
+            Text::Heap(h) => h.truncate(to),
+        }
+    }
 }
 
 /// Bounds of the pairs: inline while they fit, then on the heap.
@@ -150,6 +168,13 @@ impl Ends {
             Ends::Heap(v) => v.push(end),
         }
     }
+
+    fn truncate(&mut self, to: usize) {
+        match self {
+            Ends::Inline(len, _) => *len = to.min(*len),
+            Ends::Heap(v) => v.truncate(to),
+        }
+    }
 }
 
 impl Packed {
@@ -158,12 +183,28 @@ impl Packed {
             // Inline until the text outgrows it.
             text: Text::default(),
             ends: Ends::with_capacity(pairs),
+            starts: Vec::new(),
             id: None,
         }
     }
 
-    fn len(&self) -> usize {
-        self.ends.as_slice().len()
+    /// An empty block with room for what the previous one held.
+    fn block(sets: usize, pairs: usize, text: usize) -> Self {
+        Packed {
+            text: Text::Heap(String::with_capacity(text)),
+            ends: Ends::Heap(Vec::with_capacity(pairs)),
+            starts: Vec::with_capacity(sets),
+            id: None,
+        }
+    }
+
+    /// Where the pairs of `set` are in `ends`.
+    fn range(&self, set: usize) -> std::ops::Range<usize> {
+        let all = self.ends.as_slice().len();
+        match self.starts.get(set) {
+            None => 0..all,
+            Some(&start) => start..self.starts.get(set + 1).copied().unwrap_or(all),
+        }
     }
 
     fn push(&mut self, name: &str, value: &str) {
@@ -180,11 +221,16 @@ impl Packed {
         (start, ends[i].0)
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        let mut start = 0;
+    /// The pairs of `set`, in order.
+    fn iter(&self, set: usize) -> impl Iterator<Item = (&str, &str)> {
+        let range = self.range(set);
+        let mut start = if range.start == 0 {
+            0
+        } else {
+            self.ends.as_slice()[range.start - 1].1
+        };
         let text = self.text.as_str();
-        self.ends
-            .as_slice()
+        self.ends.as_slice()[range]
             .iter()
             .map(move |&(name_end, value_end)| {
                 let pair = (&text[start..name_end], &text[name_end..value_end]);
@@ -193,19 +239,14 @@ impl Packed {
             })
     }
 
-    /// Where the pair named `name` is, comparing bytes (the text is not
-    /// checked as UTF-8 to look a name up).
-    fn position(&self, name: &str) -> Option<usize> {
+    /// Where the pair of `set` named `name` is, comparing bytes (the text is
+    /// not checked as UTF-8 to look a name up).
+    fn position(&self, set: usize, name: &str) -> Option<usize> {
         let bytes = self.text.as_bytes();
-        let mut start = 0;
-        self.ends
-            .as_slice()
-            .iter()
-            .position(|&(name_end, value_end)| {
-                let found = bytes.get(start..name_end) == Some(name.as_bytes());
-                start = value_end;
-                found
-            })
+        self.range(set).find(|&i| {
+            let (start, end) = self.name_bounds(i);
+            bytes.get(start..end) == Some(name.as_bytes())
+        })
     }
 
     /// The value of the pair at `at` (only its bytes are checked as UTF-8).
@@ -214,11 +255,12 @@ impl Packed {
         std::str::from_utf8(self.text.as_bytes().get(name_end..value_end)?).ok()
     }
 
-    /// A copy with the value at `at` replaced (`Some`) or the pair removed.
-    fn rebuilt(&self, at: usize, value: Option<&str>) -> Packed {
-        let mut out = Packed::with_capacity(self.len());
+    /// `set` on its own, with the value of its `at`th pair replaced (`Some`)
+    /// or the pair removed (`at` past the end: every pair as it is).
+    fn rebuilt(&self, set: usize, at: usize, value: Option<&str>) -> Packed {
+        let mut out = Packed::with_capacity(self.range(set).len());
         out.id = self.id.clone();
-        for (i, (k, v)) in self.iter().enumerate() {
+        for (i, (k, v)) in self.iter(set).enumerate() {
             match (i == at, value) {
                 (false, _) => out.push(k, v),
                 (true, Some(new)) => out.push(k, new),
@@ -235,7 +277,10 @@ const SECRET_WORDS: [&str; 5] = ["token", "authorization", "password", "secret",
 impl Headers {
     /// No headers (allocates nothing).
     pub const fn new() -> Self {
-        Headers(None)
+        Headers {
+            packed: None,
+            set: 0,
+        }
     }
 
     /// True when there are none.
@@ -245,26 +290,26 @@ impl Headers {
 
     /// How many there are.
     pub fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |p| p.len())
+        self.packed.as_ref().map_or(0, |p| p.range(self.set).len())
     }
 
     /// The value of `name` (names are compared exactly).
     pub fn get(&self, name: &str) -> Option<&str> {
-        let packed = self.0.as_ref()?;
-        packed.value(packed.position(name)?)
+        let packed = self.packed.as_ref()?;
+        packed.value(packed.position(self.set, name)?)
     }
 
     /// Every header, in the order they were set.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().flat_map(|p| p.iter())
+        self.packed.iter().flat_map(|p| p.iter(self.set))
     }
 
     /// Sets `name` to `value`, replacing an earlier value.
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) -> &mut Self {
         let (name, value) = (name.into(), value.into());
-        let packed = Arc::make_mut(self.0.get_or_insert_with(Default::default));
-        match packed.position(&name) {
-            Some(at) => *packed = packed.rebuilt(at, Some(&value)),
+        let packed = self.own();
+        match packed.position(0, &name) {
+            Some(at) => *packed = packed.rebuilt(0, at, Some(&value)),
             None => packed.push(&name, &value),
         }
         self
@@ -276,9 +321,24 @@ impl Headers {
         self
     }
 
+    /// Headers of their own to change: a set of a block is copied out of it
+    /// first (the others keep the block), shared ones are copied.
+    fn own(&mut self) -> &mut Packed {
+        if let Some(p) = &self.packed
+            && !p.starts.is_empty()
+        {
+            let single = p.rebuilt(self.set, usize::MAX, None);
+            *self = Headers {
+                packed: Some(Arc::new(single)),
+                set: 0,
+            };
+        }
+        Arc::make_mut(self.packed.get_or_insert_with(Default::default))
+    }
+
     /// The id of the delivery these headers came with (see [`Packed::id`]).
     pub(crate) fn delivery_id(&self) -> Option<&str> {
-        self.0.as_ref()?.id.as_deref()
+        self.packed.as_ref()?.id.as_deref()
     }
 
     /// Sets the delivery id; allocates only when that changes something.
@@ -286,7 +346,7 @@ impl Headers {
         if id.is_none() && self.delivery_id().is_none() {
             return;
         }
-        Arc::make_mut(self.0.get_or_insert_with(Default::default)).id = id;
+        self.own().id = id;
     }
 
     /// The same headers without a delivery id.
@@ -297,10 +357,14 @@ impl Headers {
 
     /// Removes `name`; returns its value.
     pub fn remove(&mut self, name: &str) -> Option<String> {
-        let packed = Arc::make_mut(self.0.as_mut()?);
-        let at = packed.position(name)?;
-        let value = packed.iter().nth(at).map(|(_, v)| v.to_owned());
-        *packed = packed.rebuilt(at, None);
+        let at = self.packed.as_ref()?.position(self.set, name)?;
+        let packed = self.packed.as_ref()?;
+        let value = packed.value(at).map(str::to_owned);
+        let single = packed.rebuilt(self.set, at - packed.range(self.set).start, None);
+        *self = Headers {
+            packed: Some(Arc::new(single)),
+            set: 0,
+        };
         value
     }
 }
@@ -326,52 +390,192 @@ impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for Headers {
         for (k, v) in iter {
             packed.push(k.as_ref(), v.as_ref());
         }
-        if packed.len() == 0 {
+        if packed.range(0).is_empty() {
             return Headers::new();
         }
-        if has_repeats(&packed) {
-            packed = deduplicated(&packed);
+        if let Some(unique) = deduplicated(&packed, 0) {
+            packed = unique;
         }
-        Headers(Some(Arc::new(packed)))
+        Headers {
+            packed: Some(Arc::new(packed)),
+            set: 0,
+        }
+    }
+}
+
+/// The headers of many messages made together, in one allocation they all
+/// share: a batch of messages with headers each costs a few allocations in
+/// all rather than one per message (see
+/// [`Context::publish_batch`](crate::Context::publish_batch)).
+///
+/// ```
+/// use telamon_sdk::HeaderBlock;
+/// let mut block = HeaderBlock::new();
+/// block.push([("seq", "1"), ("tenant", "acme")]);
+/// block.push([("seq", "2"), ("seq", "3")]);
+/// block.push(std::iter::empty::<(&str, &str)>());
+/// let sets: Vec<_> = block.finish().collect();
+/// assert_eq!(sets[0].get("tenant"), Some("acme"));
+/// assert_eq!(sets[1].iter().collect::<Vec<_>>(), [("seq", "3")]);
+/// assert!(sets[2].is_empty());
+/// assert!(block.is_empty());
+/// ```
+///
+/// Each set behaves as [`Headers`] collected from the same pairs (a repeated
+/// name keeps its first place and its last value). All sets of a block keep
+/// the block alive until the last of them is dropped; changing one
+/// ([`Headers::insert`], [`Headers::remove`]) copies it out of the block
+/// first, and `headers.iter().collect::<Headers>()` makes a copy of its own.
+pub struct HeaderBlock {
+    packed: Packed,
+}
+
+impl Default for HeaderBlock {
+    fn default() -> Self {
+        HeaderBlock::new()
+    }
+}
+
+impl fmt::Debug for HeaderBlock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeaderBlock")
+            .field("sets", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HeaderBlock {
+    /// An empty block (allocates nothing until the first set).
+    pub fn new() -> Self {
+        HeaderBlock {
+            packed: Packed::block(0, 0, 0),
+        }
+    }
+
+    /// How many sets it holds.
+    pub fn len(&self) -> usize {
+        self.packed.starts.len()
+    }
+
+    /// True when it holds no set.
+    pub fn is_empty(&self) -> bool {
+        self.packed.starts.is_empty()
+    }
+
+    /// Adds the headers of one more message.
+    pub fn push<K: AsRef<str>, V: AsRef<str>>(&mut self, pairs: impl IntoIterator<Item = (K, V)>) {
+        let p = &mut self.packed;
+        let (first, text) = (p.ends.as_slice().len(), p.text.len());
+        p.starts.push(first);
+        for (k, v) in pairs {
+            p.push(k.as_ref(), v.as_ref());
+        }
+        let set = p.starts.len() - 1;
+        if let Some(unique) = deduplicated(p, set) {
+            p.text.truncate(text);
+            p.ends.truncate(first);
+            for (k, v) in unique.iter(0) {
+                p.push(k, v);
+            }
+        }
+    }
+
+    /// The sets, in the order they were pushed; the block is empty again
+    /// (with room for as much as it held) and can be reused.
+    pub fn finish(&mut self) -> HeaderSets {
+        let room = Packed::block(
+            self.packed.starts.len(),
+            self.packed.ends.as_slice().len(),
+            self.packed.text.len(),
+        );
+        let packed = std::mem::replace(&mut self.packed, room);
+        let sets = packed.starts.len();
+        HeaderSets {
+            packed: (!packed.ends.as_slice().is_empty()).then(|| Arc::new(packed)),
+            next: 0,
+            sets,
+        }
+    }
+}
+
+/// The [`Headers`] of a finished [`HeaderBlock`], one per message.
+pub struct HeaderSets {
+    packed: Option<Arc<Packed>>,
+    next: usize,
+    sets: usize,
+}
+
+impl Iterator for HeaderSets {
+    type Item = Headers;
+
+    fn next(&mut self) -> Option<Headers> {
+        if self.next >= self.sets {
+            return None;
+        }
+        let set = self.next;
+        self.next += 1;
+        Some(match &self.packed {
+            Some(p) if !p.range(set).is_empty() => Headers {
+                packed: Some(p.clone()),
+                set,
+            },
+            _ => Headers::new(),
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.sets - self.next;
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for HeaderSets {}
+
+impl fmt::Debug for HeaderSets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeaderSets")
+            .field("left", &(self.sets - self.next))
+            .finish_non_exhaustive()
     }
 }
 
 /// Up to this many pairs, repeats are looked for by comparing every two.
 const SMALL: usize = 16;
 
-/// True when a name occurs twice.
-fn has_repeats(packed: &Packed) -> bool {
-    let n = packed.len();
-    if n <= SMALL {
+/// `set` with each name once, in its first place, with its last value;
+/// `None` when no name occurs twice (the common case, found without
+/// allocating).
+fn deduplicated(packed: &Packed, set: usize) -> Option<Packed> {
+    let range = packed.range(set);
+    let repeats = if range.len() <= SMALL {
         // Names of different lengths differ: the text is compared only when
         // the lengths are the same.
         let bytes = packed.text.as_bytes();
-        (0..n).any(|i| {
+        range.clone().any(|i| {
             let (a, a_end) = packed.name_bounds(i);
-            (i + 1..n).any(|j| {
+            (i + 1..range.end).any(|j| {
                 let (b, b_end) = packed.name_bounds(j);
                 b_end - b == a_end - a && bytes[a..a_end] == bytes[b..b_end]
             })
         })
     } else {
-        let mut seen = std::collections::HashSet::with_capacity(packed.len());
-        !packed.iter().all(|(k, _)| seen.insert(k))
+        let mut seen = std::collections::HashSet::with_capacity(range.len());
+        !packed.iter(set).all(|(k, _)| seen.insert(k))
+    };
+    if !repeats {
+        return None;
     }
-}
-
-/// Each name once, in its first place, with its last value.
-fn deduplicated(packed: &Packed) -> Packed {
     let mut last: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
-    for (k, v) in packed.iter() {
+    for (k, v) in packed.iter(set) {
         last.insert(k, v);
     }
     let mut out = Packed::with_capacity(last.len());
-    for (k, _) in packed.iter() {
+    for (k, _) in packed.iter(set) {
         if let Some(v) = last.remove(k) {
             out.push(k, v);
         }
     }
-    out
+    Some(out)
 }
 
 /// Shows names and values, except values of names that look secret
@@ -398,11 +602,11 @@ mod tests {
     #[test]
     fn empty_headers_allocate_nothing_and_clones_share() {
         let h = Headers::new();
-        assert!(h.0.is_none() && h.is_empty() && h.get("x").is_none());
+        assert!(h.packed.is_none() && h.is_empty() && h.get("x").is_none());
         let a = Headers::new().with("a", "1").with("b", "2");
         assert_eq!(a.iter().collect::<Vec<_>>(), [("a", "1"), ("b", "2")]);
         let mut b = a.clone();
-        assert!(Arc::ptr_eq(a.0.as_ref().unwrap(), b.0.as_ref().unwrap()));
+        assert!(Arc::ptr_eq(a.packed.as_ref().unwrap(), b.packed.as_ref().unwrap()));
         b.insert("a", "9");
         assert_eq!((a.get("a"), b.get("a")), (Some("1"), Some("9")));
         assert_eq!(b.remove("b").as_deref(), Some("2"));

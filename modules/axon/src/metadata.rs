@@ -66,6 +66,15 @@ pub(crate) fn to_headers(
     metadata: &HashMap<String, MetaDataValue>,
     extra: &[(&str, &str)],
 ) -> Headers {
+    header_pairs(metadata, extra).collect()
+}
+
+/// The pairs [`to_headers`] makes, to collect or to add to a
+/// [`HeaderBlock`](telamon_sdk::HeaderBlock).
+pub(crate) fn header_pairs<'a>(
+    metadata: &'a HashMap<String, MetaDataValue>,
+    extra: &'a [(&'a str, &'a str)],
+) -> impl Iterator<Item = (&'a str, Cow<'a, str>)> {
     let from_metadata = metadata.iter().filter_map(|(k, v)| {
         let text: Cow<'_, str> = match v.data.as_ref()? {
             meta_data_value::Data::TextValue(t) => Cow::Borrowed(t),
@@ -80,9 +89,7 @@ pub(crate) fn to_headers(
         };
         Some((k.as_str(), text))
     });
-    from_metadata
-        .chain(extra.iter().map(|(k, v)| (*k, Cow::Borrowed(*v))))
-        .collect()
+    from_metadata.chain(extra.iter().map(|(k, v)| (*k, Cow::Borrowed(*v))))
 }
 
 /// A text metadata value.

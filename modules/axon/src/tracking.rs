@@ -52,8 +52,8 @@ use futures_util::FutureExt;
 use serde_json::json;
 use telamon_axon_proto::pb::control::EventProcessorInfo;
 use telamon_axon_proto::pb::control::event_processor_info::SegmentStatus;
-use telamon_axon_proto::pb::event::{EventWithToken, GetEventsRequest, GetLastTokenRequest};
-use telamon_sdk::{Counter, Gauge, Headers, Message, Topic};
+use telamon_axon_proto::pb::event::{Event, EventWithToken, GetEventsRequest, GetLastTokenRequest};
+use telamon_sdk::{Counter, Gauge, HeaderBlock, Headers, Message, Topic};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -61,7 +61,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use crate::bridge::Bridge;
 use crate::config::{StartAt, TrackingRule, Undecodable};
 use crate::connection::{Link, reopen_delay};
-use crate::metadata::{self, to_headers};
+use crate::metadata::{self, header_pairs};
 use crate::template::Vars;
 use crate::token_store::TokenStore;
 
@@ -533,11 +533,11 @@ async fn stream<M: Message>(
                     tracing::warn!(processor = %rule.processor, expected, got = token, "the event store skipped tokens");
                 }
                 let prepared = match event {
-                    Some(event) => prepare(b, rule, &mut topics, token, event),
+                    Some(event) => prepare(b, rule, &mut topics, event),
                     None => Err(None),
                 };
                 match prepared {
-                    Ok((topic, message, headers)) => {
+                    Ok((topic, message, event)) => {
                         let full = run.messages.len() >= track.checkpoints.due_in();
                         if (full || run.topic.as_ref().is_some_and(|t| *t != topic))
                             && let Err(e) = track.flush(&mut run).await
@@ -546,7 +546,8 @@ async fn stream<M: Message>(
                         }
                         run.topic = Some(topic);
                         run.tokens.push(token);
-                        run.messages.push((Arc::new(message), headers));
+                        run.messages.push(Arc::new(message));
+                        push_headers(&mut run.headers, rule, token, &event);
                     }
                     Err(bad) => {
                         if let Err(e) = track.flush(&mut run).await {
@@ -609,7 +610,11 @@ const BATCH: usize = 128;
 struct Run<M> {
     topic: Option<Topic>,
     tokens: Vec<i64>,
-    messages: Vec<(Arc<M>, Headers)>,
+    messages: Vec<Arc<M>>,
+    /// The messages' headers, one set each, in one allocation for the run.
+    headers: HeaderBlock,
+    /// Messages paired with their headers while the bus is taking them.
+    pending: Vec<(Arc<M>, Headers)>,
     /// The last published run's messages and headers, held until the next
     /// run is published: by then subscribers have usually let go of them, so
     /// they are freed here, on the thread that allocated them, instead of on
@@ -624,6 +629,8 @@ impl<M> Default for Run<M> {
             topic: None,
             tokens: Vec::with_capacity(BATCH),
             messages: Vec::with_capacity(BATCH),
+            headers: HeaderBlock::new(),
+            pending: Vec::with_capacity(BATCH),
             kept: Vec::with_capacity(BATCH),
         }
     }
@@ -646,16 +653,17 @@ impl<M: Message> Track<'_, M> {
         let Some(topic) = run.topic.take() else {
             return Ok(());
         };
+        run.pending
+            .extend(run.messages.drain(..).zip(run.headers.finish()));
         run.kept.clear();
-        run.kept
-            .extend(run.messages.iter().map(|(m, h)| (m.clone(), h.clone())));
+        run.kept.extend(run.pending.iter().cloned());
         let mut attempt = 0u32;
         loop {
             // Drained (not moved) so the run's buffer is kept for the next.
             match self
                 .b
                 .ctx
-                .publish_batch(&topic, run.messages.drain(..))
+                .publish_batch(&topic, run.pending.drain(..))
                 .await
             {
                 Ok(()) => {
@@ -678,7 +686,7 @@ impl<M: Message> Track<'_, M> {
                     let delay = self.b.conn.backoff(attempt);
                     attempt = attempt.saturating_add(1);
                     tracing::warn!(processor = %self.rule.processor, next = *self.next, topic = %topic, error = %e, retry_in = ?delay, "events not taken by the bus; trying again (nothing after them is published meanwhile)");
-                    run.messages.extend(e.into_unpublished());
+                    run.pending.extend(e.into_unpublished());
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         () = self.b.drain.cancelled() => return Err(Ended::Stopping),
@@ -864,40 +872,44 @@ impl Topics {
 
 /// An event that cannot become a bus message, and why.
 struct Bad {
-    event: telamon_axon_proto::pb::event::Event,
+    event: Event,
     why: String,
 }
 
-/// Decodes one event and makes its topic and headers.
+/// Decodes one event and finds its topic; gives the event back for its
+/// headers.
 fn prepare<M: Message>(
     b: &Bridge<M>,
     rule: &TrackingRule,
     topics: &mut Topics,
-    token: i64,
-    event: telamon_axon_proto::pb::event::Event,
-) -> Result<(Topic, M, Headers), Option<Box<Bad>>> {
+    event: Event,
+) -> Result<(Topic, M, Event), Option<Box<Bad>>> {
     let type_name = event.payload.as_ref().map_or("", |p| p.r#type.as_str());
     let decoded = b
         .codec
         .decode(event.payload.as_ref())
         .map_err(|e| e.to_string())
         .and_then(|m| Ok((topics.get(rule, type_name)?, m)));
-    let (topic, message) = match decoded {
-        Ok(x) => x,
-        Err(why) => return Err(Some(Box::new(Bad { why, event }))),
-    };
+    match decoded {
+        Ok((topic, message)) => Ok((topic, message, event)),
+        Err(why) => Err(Some(Box::new(Bad { why, event }))),
+    }
+}
+
+/// Adds the headers of the event at `token` to `block`: its metadata, then
+/// the bridge's own.
+fn push_headers(block: &mut HeaderBlock, rule: &TrackingRule, token: i64, event: &Event) {
     let (mut token_text, mut timestamp, mut sequence) = (
         itoa::Buffer::new(),
         itoa::Buffer::new(),
         itoa::Buffer::new(),
     );
-    let token_text = token_text.format(token);
-    let timestamp = timestamp.format(event.timestamp);
+    let type_name = event.payload.as_ref().map_or("", |p| p.r#type.as_str());
     let mut extra = Vec::with_capacity(9);
     extra.extend([
-        (metadata::TOKEN, token_text),
+        (metadata::TOKEN, token_text.format(token)),
         (metadata::MESSAGE_ID, event.message_identifier.as_str()),
-        (metadata::TIMESTAMP, timestamp),
+        (metadata::TIMESTAMP, timestamp.format(event.timestamp)),
         (metadata::PROCESSOR, rule.processor.as_str()),
         (metadata::PAYLOAD_TYPE, type_name),
     ]);
@@ -912,8 +924,7 @@ fn prepare<M: Message>(
             sequence.format(event.aggregate_sequence_number),
         ));
     }
-    let headers = to_headers(&event.meta_data, &extra);
-    Ok((topic, message, headers))
+    block.push(header_pairs(&event.meta_data, &extra));
 }
 
 /// Handles an event that cannot be published, as `undecodable` says.
