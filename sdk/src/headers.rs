@@ -467,11 +467,17 @@ impl HeaderBlock {
         let p = &mut self.packed;
         let (first, text) = (p.ends.as_slice().len(), p.text.len());
         p.starts.push(first);
+        // Repeats are looked for only when two names pick the same bit.
+        let (mut seen, mut maybe_repeats) = (0u64, false);
         for (k, v) in pairs {
-            p.push(k.as_ref(), v.as_ref());
+            let (k, v) = (k.as_ref(), v.as_ref());
+            let bit = name_bit(k.as_bytes());
+            maybe_repeats |= seen & bit != 0;
+            seen |= bit;
+            p.push(k, v);
         }
         let set = p.starts.len() - 1;
-        if let Some(unique) = deduplicated(p, set) {
+        if maybe_repeats && let Some(unique) = deduplicated(p, set) {
             p.text.truncate(text);
             p.ends.truncate(first);
             for (k, v) in unique.iter(0) {
@@ -548,16 +554,19 @@ const SMALL: usize = 16;
 fn deduplicated(packed: &Packed, set: usize) -> Option<Packed> {
     let range = packed.range(set);
     let repeats = if range.len() <= SMALL {
-        // Names of different lengths differ: the text is compared only when
-        // the lengths are the same.
+        // A name's length and last byte pick one of 64 bits: when no two
+        // names pick the same bit, none repeats (the bridge's own nine
+        // never do), found without comparing any two.
         let bytes = packed.text.as_bytes();
-        range.clone().any(|i| {
-            let (a, a_end) = packed.name_bounds(i);
-            (i + 1..range.end).any(|j| {
-                let (b, b_end) = packed.name_bounds(j);
-                b_end - b == a_end - a && bytes[a..a_end] == bytes[b..b_end]
-            })
-        })
+        let mut seen = 0u64;
+        let distinct = range.clone().all(|i| {
+            let (start, end) = packed.name_bounds(i);
+            let bit = name_bit(&bytes[start..end]);
+            let new = seen & bit == 0;
+            seen |= bit;
+            new
+        });
+        !distinct && repeats_among(packed, range.clone())
     } else {
         let mut seen = std::collections::HashSet::with_capacity(range.len());
         !packed.iter(set).all(|(k, _)| seen.insert(k))
@@ -576,6 +585,28 @@ fn deduplicated(packed: &Packed, set: usize) -> Option<Packed> {
         }
     }
     Some(out)
+}
+
+/// One of 64 bits for a name, picked by its length and last byte: names
+/// with different bits differ.
+fn name_bit(name: &[u8]) -> u64 {
+    let last = name.last().copied().unwrap_or(0);
+    1 << (name.len().wrapping_mul(31).wrapping_add(usize::from(last)) % 64)
+}
+
+/// True when two of the pairs in `range` have the same name (every two
+/// compared: for a few pairs only).
+fn repeats_among(packed: &Packed, range: std::ops::Range<usize>) -> bool {
+    // Names of different lengths differ: the text is compared only when the
+    // lengths are the same.
+    let bytes = packed.text.as_bytes();
+    range.clone().any(|i| {
+        let (a, a_end) = packed.name_bounds(i);
+        (i + 1..range.end).any(|j| {
+            let (b, b_end) = packed.name_bounds(j);
+            b_end - b == a_end - a && bytes[a..a_end] == bytes[b..b_end]
+        })
+    })
 }
 
 /// Shows names and values, except values of names that look secret

@@ -168,7 +168,7 @@ pub(crate) async fn append(
 
 /// A raw `ListEvents` reader over the first `n` events: the time from the
 /// first event received to the last.
-pub(crate) async fn track(server: &RunningAxonServer, n: u64) -> anyhow::Result<Duration> {
+pub(crate) async fn track(server: &RunningAxonServer, n: u64) -> anyhow::Result<(Duration, Duration)> {
     const WINDOW: i64 = 1024;
     const REFILL: i64 = WINDOW / 4;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -194,7 +194,7 @@ pub(crate) async fn track(server: &RunningAxonServer, n: u64) -> anyhow::Result<
             let Some(e) = inbound.message().await? else {
                 anyhow::bail!("the stream ended after {seen} events");
             };
-            first.get_or_insert_with(Instant::now);
+            first.get_or_insert_with(|| (Instant::now(), crate::measurement::process_cpu()));
             let event = e.event.unwrap_or_default();
             let message: BenchMsg =
                 serde_json::from_slice(&event.payload.unwrap_or_default().data)?;
@@ -204,7 +204,9 @@ pub(crate) async fn track(server: &RunningAxonServer, n: u64) -> anyhow::Result<
                 tx.send(permits(0, REFILL))?;
             }
         }
-        Ok(first.map(|f| f.elapsed()).unwrap_or_default())
+        Ok(first
+            .map(|(at, cpu)| (at.elapsed(), crate::measurement::process_cpu().saturating_sub(cpu)))
+            .unwrap_or_default())
     })
     .await??;
     Ok(elapsed)

@@ -139,7 +139,7 @@ impl Module<BenchMsg> for Tracked {
 /// The first `n` events of the store onto the bus through a tracking
 /// processor started for this round: the time from the first event received
 /// to the last, as the baseline's (the process start is not counted).
-pub(crate) async fn track(server: &RunningAxonServer, n: u64) -> anyhow::Result<Duration> {
+pub(crate) async fn track(server: &RunningAxonServer, n: u64) -> anyhow::Result<(Duration, Duration)> {
     let config = ConfigLoader::new()
         .embedded(format!(
             r#"
@@ -178,11 +178,13 @@ class = "tracked"
             let Some(d) = events.recv().await else {
                 anyhow::bail!("the subscription closed after {seen} events");
             };
-            first.get_or_insert_with(Instant::now);
+            first.get_or_insert_with(|| (Instant::now(), crate::measurement::process_cpu()));
             anyhow::ensure!(d.message().seq == seen, "out of order");
             seen += 1;
         }
-        Ok(first.map(|f| f.elapsed()).unwrap_or_default())
+        Ok(first
+            .map(|(at, cpu)| (at.elapsed(), crate::measurement::process_cpu().saturating_sub(cpu)))
+            .unwrap_or_default())
     })
     .await??;
     process.stop().await;

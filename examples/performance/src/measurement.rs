@@ -80,6 +80,22 @@ pub(crate) fn rss_mb() -> f64 {
     rss_bytes() / 1_000_000.0
 }
 
+/// CPU time all threads of this process have run so far (Linux: the sum of
+/// `/proc/self/task/*/schedstat`, in nanoseconds; zero elsewhere). Threads
+/// that ended are not counted, so compare it across a span in which the
+/// runtime's threads live throughout.
+pub(crate) fn process_cpu() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(ns)
+}
+
 /// Resident set size of this process, in bytes (Linux; 0 elsewhere).
 pub(crate) fn rss_bytes() -> f64 {
     std::fs::read_to_string("/proc/self/statm")

@@ -905,26 +905,32 @@ fn push_headers(block: &mut HeaderBlock, rule: &TrackingRule, token: i64, event:
         itoa::Buffer::new(),
     );
     let type_name = event.payload.as_ref().map_or("", |p| p.r#type.as_str());
-    let mut extra = Vec::with_capacity(9);
-    extra.extend([
+    // On the stack: nine pairs at most.
+    let mut extra = [("", ""); 9];
+    extra[..5].copy_from_slice(&[
         (metadata::TOKEN, token_text.format(token)),
         (metadata::MESSAGE_ID, event.message_identifier.as_str()),
         (metadata::TIMESTAMP, timestamp.format(event.timestamp)),
         (metadata::PROCESSOR, rule.processor.as_str()),
         (metadata::PAYLOAD_TYPE, type_name),
     ]);
+    let mut n = 5;
     if let Some(p) = &event.payload {
-        extra.push((metadata::PAYLOAD_REVISION, p.revision.as_str()));
+        extra[n] = (metadata::PAYLOAD_REVISION, p.revision.as_str());
+        n += 1;
     }
     if !event.aggregate_type.is_empty() || !event.aggregate_identifier.is_empty() {
-        extra.push((metadata::AGGREGATE_ID, event.aggregate_identifier.as_str()));
-        extra.push((metadata::AGGREGATE_TYPE, event.aggregate_type.as_str()));
-        extra.push((
-            metadata::SEQUENCE,
-            sequence.format(event.aggregate_sequence_number),
-        ));
+        extra[n..n + 3].copy_from_slice(&[
+            (metadata::AGGREGATE_ID, event.aggregate_identifier.as_str()),
+            (metadata::AGGREGATE_TYPE, event.aggregate_type.as_str()),
+            (
+                metadata::SEQUENCE,
+                sequence.format(event.aggregate_sequence_number),
+            ),
+        ]);
+        n += 3;
     }
-    block.push(header_pairs(&event.meta_data, &extra));
+    block.push(header_pairs(&event.meta_data, &extra[..n]));
 }
 
 /// Handles an event that cannot be published, as `undecodable` says.
