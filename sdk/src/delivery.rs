@@ -9,8 +9,9 @@ use crate::topic::Topic;
 ///
 /// On the in-process bus every subscriber's `Delivery` points at the same
 /// `Arc<M>` and the same headers: nothing is serialised, cloned or allocated
-/// per subscriber. A delivery is four words (topic, message, headers); the
-/// id a bus gives it travels inside the headers' allocation.
+/// per subscriber. A delivery is five words (topic, message, headers — two:
+/// which set of a [`HeaderBlock`](crate::HeaderBlock) they are); the id a
+/// bus gives it travels inside the headers' allocation.
 pub struct Delivery<M> {
     topic: Topic,
     message: Arc<M>,
@@ -95,10 +96,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_delivery_is_four_words_and_keeps_its_id_apart_from_its_headers() {
+    fn a_delivery_is_five_words_and_keeps_its_id_apart_from_its_headers() {
         assert_eq!(
             std::mem::size_of::<Delivery<u64>>(),
-            4 * std::mem::size_of::<usize>()
+            5 * std::mem::size_of::<usize>()
         );
         let t = Topic::new("a.b").unwrap();
         let plain = Delivery::new(t.clone(), Arc::new(1u64)).with_headers(Headers::new());

@@ -587,11 +587,17 @@ fn deduplicated(packed: &Packed, set: usize) -> Option<Packed> {
     Some(out)
 }
 
-/// One of 64 bits for a name, picked by its length and last byte: names
-/// with different bits differ.
+/// One of 64 bits for a name, picked by a hash of its length and last two
+/// bytes: names with different bits differ. (The bridge's nine event
+/// headers and `traceparent` pick ten different bits.)
 fn name_bit(name: &[u8]) -> u64 {
-    let last = name.last().copied().unwrap_or(0);
-    1 << (name.len().wrapping_mul(31).wrapping_add(usize::from(last)) % 64)
+    let byte = |back: usize| {
+        name.len()
+            .checked_sub(back)
+            .map_or(0, |i| u64::from(name[i]))
+    };
+    let key = name.len() as u64 | byte(1) << 8 | byte(2) << 16;
+    1 << (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58)
 }
 
 /// True when two of the pairs in `range` have the same name (every two
@@ -691,6 +697,52 @@ mod tests {
         assert_eq!(h.get("k20"), Some("20"));
         assert_eq!(h.remove("long").as_deref(), Some(long.as_str()));
         assert_eq!(h.iter().next(), Some(("a", "1")));
+    }
+
+    #[test]
+    fn block_sets_are_headers_of_their_own_until_changed() {
+        let mut block = HeaderBlock::new();
+        block.push([("a", "1"), ("b", "2")]);
+        block.push([("a", "x"), ("a", "y"), ("c", "3")]);
+        block.push(std::iter::empty::<(&str, &str)>());
+        block.push([("b", "4")]);
+        let mut sets: Vec<Headers> = block.finish().collect();
+        assert!(block.is_empty());
+        assert_eq!(sets[0].iter().collect::<Vec<_>>(), [("a", "1"), ("b", "2")]);
+        assert_eq!(sets[1].iter().collect::<Vec<_>>(), [("a", "y"), ("c", "3")]);
+        assert!(sets[2].is_empty() && sets[2].packed.is_none());
+        assert_eq!((sets[3].len(), sets[3].get("b"), sets[3].get("a")), (1, Some("4"), None));
+        assert!(Arc::ptr_eq(sets[0].packed.as_ref().unwrap(), sets[3].packed.as_ref().unwrap()));
+        assert_eq!(sets[0], [("b", "2"), ("a", "1")].into_iter().collect());
+        // Changing one copies it out; the others keep the block as it was.
+        sets[0].insert("b", "9");
+        assert_eq!(sets[1].remove("a").as_deref(), Some("y"));
+        assert_eq!(sets[0].iter().collect::<Vec<_>>(), [("a", "1"), ("b", "9")]);
+        assert_eq!(sets[1].iter().collect::<Vec<_>>(), [("c", "3")]);
+        assert_eq!(sets[3].iter().collect::<Vec<_>>(), [("b", "4")]);
+        // The block is reused: the next sets are new ones.
+        block.push([("d", "5")]);
+        let next: Vec<Headers> = block.finish().collect();
+        assert_eq!(next[0].iter().collect::<Vec<_>>(), [("d", "5")]);
+    }
+
+    #[test]
+    fn the_bridges_names_are_told_apart_without_comparing() {
+        let names = [
+            "axon-token",
+            "axon-message-id",
+            "axon-timestamp",
+            "axon-processor",
+            "axon-payload-type",
+            "axon-payload-revision",
+            "axon-aggregate-id",
+            "axon-aggregate-type",
+            "axon-sequence",
+            "traceparent",
+        ];
+        let bits = names.iter().fold(0u64, |bits, n| bits | name_bit(n.as_bytes()));
+        assert_eq!(bits.count_ones() as usize, names.len());
+        assert_eq!(name_bit(b""), name_bit(b""));
     }
 
     #[test]
