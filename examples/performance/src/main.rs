@@ -211,7 +211,11 @@ async fn scenario(name: &str, scale: u64) -> anyhow::Result<Vec<Measurement>> {
             // a shared machine.
             let mut rounds: [Vec<(std::time::Duration, std::time::Duration)>; 2] =
                 Default::default();
-            for r in 0..=AXON_TRACK_ROUNDS {
+            let rounds_wanted = std::env::var("AXON_TRACK_ROUNDS")
+                .ok()
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(AXON_TRACK_ROUNDS);
+            for r in 0..=rounds_wanted {
                 for i in 0..2 {
                     let which = if r % 2 == 1 { i } else { 1 - i };
                     let round = match which {
@@ -231,7 +235,11 @@ async fn scenario(name: &str, scale: u64) -> anyhow::Result<Vec<Measurement>> {
                     cpu.sort();
                     // On stderr: `--json` output stays one document.
                     let per_event = cpu[cpu.len() / 2].as_nanos() / u128::from(n - 1);
-                    eprintln!("axon-track       {system:<17} {per_event:>7} ns of CPU per event (whole process, median round)");
+                    let rates: Vec<String> = r
+                        .iter()
+                        .map(|(t, _)| format!("{:.0}k", (n - 1) as f64 / t.as_secs_f64() / 1e3))
+                        .collect();
+                    eprintln!("axon-track       {system:<17} {per_event:>7} ns of CPU per event (whole process, median round); rounds/s: {}", rates.join(" "));
                     r.sort();
                     // The rate is over the n − 1 gaps between the first event and the last.
                     Measurement::throughput("axon-track", system, n - 1, r[r.len() / 2].0, &mut [])
