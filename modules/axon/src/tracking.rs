@@ -34,11 +34,10 @@
 //!   zero permits for 120 s; it is then reopened at the next token.
 //! - **Pause and stop** are noticed between batches: the events already
 //!   received when one began (at most 128) are published first.
-//! - **Memory**: besides the run being built, the processor holds a
-//!   reference to the messages of the run it published last (at most 128)
-//!   until it publishes the next, so that it, not a subscriber, usually frees
-//!   them; a message is dropped at most one run later than its subscribers
-//!   let it go.
+//! - **Memory**: the headers of one run (at most 128 events) share one
+//!   allocation ([`HeaderBlock`]), freed when the last subscriber lets the
+//!   last of them go: a subscriber that keeps one event's headers keeps its
+//!   run's (a few KiB). The processor keeps nothing once a run is published.
 //! - **Undecodable event**: `undecodable = "stop"` (default) stops the
 //!   processor at that token in an error state, reported to AxonServer and
 //!   counted; a `start` instruction (or a restart) tries again.
@@ -615,12 +614,6 @@ struct Run<M> {
     headers: HeaderBlock,
     /// Messages paired with their headers while the bus is taking them.
     pending: Vec<(Arc<M>, Headers)>,
-    /// The last published run's messages and headers, held until the next
-    /// run is published: by then subscribers have usually let go of them, so
-    /// they are freed here, on the thread that allocated them, instead of on
-    /// a subscriber's (glibc frees a block another thread allocated under
-    /// that thread's arena lock, which the two threads then contend for).
-    kept: Vec<(Arc<M>, Headers)>,
 }
 
 impl<M> Default for Run<M> {
@@ -631,7 +624,6 @@ impl<M> Default for Run<M> {
             messages: Vec::with_capacity(BATCH),
             headers: HeaderBlock::new(),
             pending: Vec::with_capacity(BATCH),
-            kept: Vec::with_capacity(BATCH),
         }
     }
 }
@@ -655,8 +647,6 @@ impl<M: Message> Track<'_, M> {
         };
         run.pending
             .extend(run.messages.drain(..).zip(run.headers.finish()));
-        run.kept.clear();
-        run.kept.extend(run.pending.iter().cloned());
         let mut attempt = 0u32;
         loop {
             // Drained (not moved) so the run's buffer is kept for the next.
