@@ -114,14 +114,6 @@ impl Text {
             Text::Heap(h) => h.push_str(s),
         }
     }
-
-    /// Keeps the first `len` bytes (always where a pushed `&str` ended).
-    fn truncate(&mut self, to: usize) {
-        match self {
-            Text::Inline(len, _) => *len = to.min(*len),
-            Text::Heap(h) => h.truncate(to),
-        }
-    }
 }
 
 /// Bounds of the pairs: inline while they fit, then on the heap.
@@ -168,13 +160,6 @@ impl Ends {
             Ends::Heap(v) => v.push(end),
         }
     }
-
-    fn truncate(&mut self, to: usize) {
-        match self {
-            Ends::Inline(len, _) => *len = to.min(*len),
-            Ends::Heap(v) => v.truncate(to),
-        }
-    }
 }
 
 impl Packed {
@@ -184,16 +169,6 @@ impl Packed {
             text: Text::default(),
             ends: Ends::with_capacity(pairs),
             starts: Vec::new(),
-            id: None,
-        }
-    }
-
-    /// An empty block with room for what the previous one held.
-    fn block(sets: usize, pairs: usize, text: usize) -> Self {
-        Packed {
-            text: Text::Heap(String::with_capacity(text)),
-            ends: Ends::Heap(Vec::with_capacity(pairs)),
-            starts: Vec::with_capacity(sets),
             id: None,
         }
     }
@@ -427,7 +402,12 @@ impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for Headers {
 /// ([`Headers::insert`], [`Headers::remove`]) copies it out of the block
 /// first, and `headers.iter().collect::<Headers>()` makes a copy of its own.
 pub struct HeaderBlock {
-    packed: Packed,
+    /// Names and values of every set, one after the other.
+    text: String,
+    /// Where each name and value ends, as in [`Packed`].
+    ends: Vec<(usize, usize)>,
+    /// Where each set's pairs start in `ends`.
+    starts: Vec<usize>,
 }
 
 impl Default for HeaderBlock {
@@ -448,25 +428,26 @@ impl HeaderBlock {
     /// An empty block (allocates nothing until the first set).
     pub fn new() -> Self {
         HeaderBlock {
-            packed: Packed::block(0, 0, 0),
+            text: String::new(),
+            ends: Vec::new(),
+            starts: Vec::new(),
         }
     }
 
     /// How many sets it holds.
     pub fn len(&self) -> usize {
-        self.packed.starts.len()
+        self.starts.len()
     }
 
     /// True when it holds no set.
     pub fn is_empty(&self) -> bool {
-        self.packed.starts.is_empty()
+        self.starts.is_empty()
     }
 
     /// Adds the headers of one more message.
     pub fn push<K: AsRef<str>, V: AsRef<str>>(&mut self, pairs: impl IntoIterator<Item = (K, V)>) {
-        let p = &mut self.packed;
-        let (first, text) = (p.ends.as_slice().len(), p.text.len());
-        p.starts.push(first);
+        let (first, text) = (self.ends.len(), self.text.len());
+        self.starts.push(first);
         // Repeats are looked for only when two names pick the same bit.
         let (mut seen, mut maybe_repeats) = (0u64, false);
         for (k, v) in pairs {
@@ -474,14 +455,29 @@ impl HeaderBlock {
             let bit = name_bit(k.as_bytes());
             maybe_repeats |= seen & bit != 0;
             seen |= bit;
-            p.push(k, v);
+            self.text.push_str(k);
+            let name_end = self.text.len();
+            self.text.push_str(v);
+            self.ends.push((name_end, self.text.len()));
         }
-        let set = p.starts.len() - 1;
-        if maybe_repeats && let Some(unique) = deduplicated(p, set) {
-            p.text.truncate(text);
-            p.ends.truncate(first);
-            for (k, v) in unique.iter(0) {
-                p.push(k, v);
+        if maybe_repeats {
+            // Rare: the set again, through `Headers`' own rule for repeats.
+            let mut start = text;
+            let unique: Headers = self.ends[first..]
+                .iter()
+                .map(|&(name_end, value_end)| {
+                    let pair = (&self.text[start..name_end], &self.text[name_end..value_end]);
+                    start = value_end;
+                    pair
+                })
+                .collect();
+            self.text.truncate(text);
+            self.ends.truncate(first);
+            for (k, v) in unique.iter() {
+                self.text.push_str(k);
+                let name_end = self.text.len();
+                self.text.push_str(v);
+                self.ends.push((name_end, self.text.len()));
             }
         }
     }
@@ -489,13 +485,16 @@ impl HeaderBlock {
     /// The sets, in the order they were pushed; the block is empty again
     /// (with room for as much as it held) and can be reused.
     pub fn finish(&mut self) -> HeaderSets {
-        let room = Packed::block(
-            self.packed.starts.len(),
-            self.packed.ends.as_slice().len(),
-            self.packed.text.len(),
-        );
-        let packed = std::mem::replace(&mut self.packed, room);
-        let sets = packed.starts.len();
+        let (sets, pairs, text) = (self.starts.len(), self.ends.len(), self.text.len());
+        let packed = Packed {
+            text: Text::Heap(std::mem::replace(
+                &mut self.text,
+                String::with_capacity(text),
+            )),
+            ends: Ends::Heap(std::mem::replace(&mut self.ends, Vec::with_capacity(pairs))),
+            starts: std::mem::replace(&mut self.starts, Vec::with_capacity(sets)),
+            id: None,
+        };
         HeaderSets {
             packed: (!packed.ends.as_slice().is_empty()).then(|| Arc::new(packed)),
             next: 0,
@@ -643,7 +642,10 @@ mod tests {
         let a = Headers::new().with("a", "1").with("b", "2");
         assert_eq!(a.iter().collect::<Vec<_>>(), [("a", "1"), ("b", "2")]);
         let mut b = a.clone();
-        assert!(Arc::ptr_eq(a.packed.as_ref().unwrap(), b.packed.as_ref().unwrap()));
+        assert!(Arc::ptr_eq(
+            a.packed.as_ref().unwrap(),
+            b.packed.as_ref().unwrap()
+        ));
         b.insert("a", "9");
         assert_eq!((a.get("a"), b.get("a")), (Some("1"), Some("9")));
         assert_eq!(b.remove("b").as_deref(), Some("2"));
@@ -711,8 +713,14 @@ mod tests {
         assert_eq!(sets[0].iter().collect::<Vec<_>>(), [("a", "1"), ("b", "2")]);
         assert_eq!(sets[1].iter().collect::<Vec<_>>(), [("a", "y"), ("c", "3")]);
         assert!(sets[2].is_empty() && sets[2].packed.is_none());
-        assert_eq!((sets[3].len(), sets[3].get("b"), sets[3].get("a")), (1, Some("4"), None));
-        assert!(Arc::ptr_eq(sets[0].packed.as_ref().unwrap(), sets[3].packed.as_ref().unwrap()));
+        assert_eq!(
+            (sets[3].len(), sets[3].get("b"), sets[3].get("a")),
+            (1, Some("4"), None)
+        );
+        assert!(Arc::ptr_eq(
+            sets[0].packed.as_ref().unwrap(),
+            sets[3].packed.as_ref().unwrap()
+        ));
         assert_eq!(sets[0], [("b", "2"), ("a", "1")].into_iter().collect());
         // Changing one copies it out; the others keep the block as it was.
         sets[0].insert("b", "9");
@@ -740,7 +748,9 @@ mod tests {
             "axon-sequence",
             "traceparent",
         ];
-        let bits = names.iter().fold(0u64, |bits, n| bits | name_bit(n.as_bytes()));
+        let bits = names
+            .iter()
+            .fold(0u64, |bits, n| bits | name_bit(n.as_bytes()));
         assert_eq!(bits.count_ones() as usize, names.len());
         assert_eq!(name_bit(b""), name_bit(b""));
     }

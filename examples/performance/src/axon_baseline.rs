@@ -168,7 +168,10 @@ pub(crate) async fn append(
 
 /// A raw `ListEvents` reader over the first `n` events: the time from the
 /// first event received to the last.
-pub(crate) async fn track(server: &RunningAxonServer, n: u64) -> anyhow::Result<(Duration, Duration)> {
+pub(crate) async fn track(
+    server: &RunningAxonServer,
+    n: u64,
+) -> anyhow::Result<(Duration, Duration)> {
     const WINDOW: i64 = 1024;
     const REFILL: i64 = WINDOW / 4;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -205,7 +208,12 @@ pub(crate) async fn track(server: &RunningAxonServer, n: u64) -> anyhow::Result<
             }
         }
         Ok(first
-            .map(|(at, cpu)| (at.elapsed(), crate::measurement::process_cpu().saturating_sub(cpu)))
+            .map(|(at, cpu)| {
+                (
+                    at.elapsed(),
+                    crate::measurement::process_cpu().saturating_sub(cpu),
+                )
+            })
             .unwrap_or_default())
     })
     .await??;

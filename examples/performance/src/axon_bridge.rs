@@ -139,7 +139,10 @@ impl Module<BenchMsg> for Tracked {
 /// The first `n` events of the store onto the bus through a tracking
 /// processor started for this round: the time from the first event received
 /// to the last, as the baseline's (the process start is not counted).
-pub(crate) async fn track(server: &RunningAxonServer, n: u64) -> anyhow::Result<(Duration, Duration)> {
+pub(crate) async fn track(
+    server: &RunningAxonServer,
+    n: u64,
+) -> anyhow::Result<(Duration, Duration)> {
     let config = ConfigLoader::new()
         .embedded(format!(
             r#"
@@ -183,7 +186,12 @@ class = "tracked"
             seen += 1;
         }
         Ok(first
-            .map(|(at, cpu)| (at.elapsed(), crate::measurement::process_cpu().saturating_sub(cpu)))
+            .map(|(at, cpu)| {
+                (
+                    at.elapsed(),
+                    crate::measurement::process_cpu().saturating_sub(cpu),
+                )
+            })
             .unwrap_or_default())
     })
     .await??;
