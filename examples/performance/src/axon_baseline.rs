@@ -167,7 +167,8 @@ pub(crate) async fn append(
 }
 
 /// A raw `ListEvents` reader over the first `n` events: the time from the
-/// first event received to the last.
+/// first event received to the last, and the CPU time the process spent
+/// meanwhile.
 pub(crate) async fn track(
     server: &RunningAxonServer,
     n: u64,

@@ -138,7 +138,8 @@ impl Module<BenchMsg> for Tracked {
 
 /// The first `n` events of the store onto the bus through a tracking
 /// processor started for this round: the time from the first event received
-/// to the last, as the baseline's (the process start is not counted).
+/// to the last and the CPU time the process spent meanwhile, as the
+/// baseline's (the process start is not counted).
 pub(crate) async fn track(
     server: &RunningAxonServer,
     n: u64,

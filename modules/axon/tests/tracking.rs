@@ -87,6 +87,15 @@ async fn events_arrive_in_token_order_with_their_headers_and_catching_up_is_sign
             )),
         },
     );
+    // Metadata named as one of the bridge's own headers does not replace it.
+    opened.meta_data.insert(
+        "axon-processor".into(),
+        telamon_axon_proto::pb::MetaDataValue {
+            data: Some(telamon_axon_proto::pb::meta_data_value::Data::TextValue(
+                "spoofed".into(),
+            )),
+        },
+    );
     raw::append(&server.url(), vec![opened]).await;
     raw::append(&server.url(), raw::deposits("a-1", 1, 49)).await;
     let (process, mut all) = start(&server, &dir, "", "bank.#", 65_536).await;
@@ -123,6 +132,14 @@ async fn events_arrive_in_token_order_with_their_headers_and_catching_up_is_sign
         Some("com.example.bank.AccountOpened")
     );
     assert_eq!(h.get("tenant"), Some("acme"));
+    assert_eq!(h.iter().filter(|(k, _)| *k == "axon-processor").count(), 1);
+    // Every event has its own headers, not its neighbour's.
+    for (i, d) in got.iter().enumerate() {
+        let h = d.headers();
+        assert_eq!(h.get("axon-sequence"), Some(i.to_string().as_str()));
+        assert_eq!(h.get("tenant"), (i == 0).then_some("acme"));
+        assert_eq!(h.len(), if i == 0 { 10 } else { 9 }, "{h:?}");
+    }
     assert!(matches!(&**got[1].message(), Bank::MoneyDeposited(d) if d.sequence == 1));
     let labels = [("module", "axon"), ("processor", "projection")];
     assert_eq!(
