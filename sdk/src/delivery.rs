@@ -129,4 +129,20 @@ mod tests {
             (Some("m-2"), Some("v"))
         );
     }
+
+    #[test]
+    fn an_id_given_to_a_delivery_of_a_block_set_stays_with_that_delivery() {
+        let mut block = crate::HeaderBlock::new();
+        block.push([("k", "1")]);
+        block.push([("k", "2")]);
+        let sets: Vec<Headers> = block.finish().collect();
+        let t = Topic::new("a.b").unwrap();
+        let one = Delivery::new(t.clone(), Arc::new(1u64))
+            .with_id("m-1")
+            .with_headers(sets[0].clone());
+        assert_eq!((one.id(), one.headers().get("k")), (Some("m-1"), Some("1")));
+        let two = Delivery::new(t, Arc::new(2u64)).with_headers(sets[1].clone());
+        assert_eq!((two.id(), two.headers().get("k")), (None, Some("2")));
+        assert_eq!((sets[0].delivery_id(), sets[0].get("k")), (None, Some("1")));
+    }
 }

@@ -25,7 +25,7 @@ use std::sync::Arc;
 /// allocation freed on another thread than the one that made it is the dear
 /// kind: glibc takes the owning arena's lock for it). A [`Delivery`](crate::Delivery) keeps
 /// them as they are: delivering headers allocates nothing more. The headers
-/// of many messages made at once can share one allocation too: see
+/// of many messages made at once can share their allocations too: see
 /// [`HeaderBlock`].
 #[derive(Clone, Default)]
 pub struct Headers {
@@ -175,6 +175,11 @@ impl Packed {
 
     /// Where the pairs of `set` are in `ends`.
     fn range(&self, set: usize) -> std::ops::Range<usize> {
+        debug_assert!(
+            set < self.starts.len().max(1),
+            "set {set} of a block of {}",
+            self.starts.len()
+        );
         let all = self.ends.as_slice().len();
         match self.starts.get(set) {
             None => 0..all,
@@ -332,14 +337,13 @@ impl Headers {
 
     /// Removes `name`; returns its value.
     pub fn remove(&mut self, name: &str) -> Option<String> {
-        let at = self.packed.as_ref()?.position(self.set, name)?;
         let packed = self.packed.as_ref()?;
+        let at = packed.position(self.set, name)?;
         let value = packed.value(at).map(str::to_owned);
-        let single = packed.rebuilt(self.set, at - packed.range(self.set).start, None);
-        *self = Headers {
-            packed: Some(Arc::new(single)),
-            set: 0,
-        };
+        // Its place within the set, which `own` may copy out of a block.
+        let nth = at - packed.range(self.set).start;
+        let packed = self.own();
+        *packed = packed.rebuilt(0, nth, None);
         value
     }
 }
@@ -378,10 +382,14 @@ impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for Headers {
     }
 }
 
-/// The headers of many messages made together, in one allocation they all
-/// share: a batch of messages with headers each costs a few allocations in
-/// all rather than one per message (see
-/// [`Context::publish_batch`](crate::Context::publish_batch)).
+/// The headers of many messages made together, sharing their allocations:
+/// a finished block is four (the shared handle, the text, the bounds and
+/// where each set starts) however many messages it serves, instead of one
+/// per message — for batches, as with
+/// [`Context::publish_batch`](crate::Context::publish_batch). Inside a trace
+/// `publish_batch` adds a `traceparent` of its own to each set that has
+/// none, which copies that set out of the block (one allocation per message
+/// again).
 ///
 /// ```
 /// use telamon_sdk::HeaderBlock;
@@ -408,6 +416,9 @@ pub struct HeaderBlock {
     ends: Vec<(usize, usize)>,
     /// Where each set's pairs start in `ends`.
     starts: Vec<usize>,
+    /// What the last finished block held (sets, pairs, bytes of text): room
+    /// made for the next when its first set is pushed, not before.
+    room: (usize, usize, usize),
 }
 
 impl Default for HeaderBlock {
@@ -431,6 +442,7 @@ impl HeaderBlock {
             text: String::new(),
             ends: Vec::new(),
             starts: Vec::new(),
+            room: (0, 0, 0),
         }
     }
 
@@ -446,6 +458,12 @@ impl HeaderBlock {
 
     /// Adds the headers of one more message.
     pub fn push<K: AsRef<str>, V: AsRef<str>>(&mut self, pairs: impl IntoIterator<Item = (K, V)>) {
+        if self.starts.is_empty() {
+            let (sets, pairs, text) = self.room;
+            self.starts.reserve(sets);
+            self.ends.reserve(pairs);
+            self.text.reserve(text);
+        }
         let (first, text) = (self.ends.len(), self.text.len());
         self.starts.push(first);
         // Repeats are looked for only when two names pick the same bit.
@@ -460,7 +478,7 @@ impl HeaderBlock {
             self.text.push_str(v);
             self.ends.push((name_end, self.text.len()));
         }
-        if maybe_repeats {
+        if maybe_repeats && repeats_in(self.text.as_bytes(), &self.ends[first..], text) {
             // Rare: the set again, through `Headers`' own rule for repeats.
             let mut start = text;
             let unique: Headers = self.ends[first..]
@@ -482,17 +500,16 @@ impl HeaderBlock {
         }
     }
 
-    /// The sets, in the order they were pushed; the block is empty again
-    /// (with room for as much as it held) and can be reused.
+    /// The sets, in the order they were pushed; the block is empty again,
+    /// holding no memory, and can be reused (its next first set makes room
+    /// for as much as this one held).
     pub fn finish(&mut self) -> HeaderSets {
-        let (sets, pairs, text) = (self.starts.len(), self.ends.len(), self.text.len());
+        let sets = self.starts.len();
+        self.room = (sets, self.ends.len(), self.text.len());
         let packed = Packed {
-            text: Text::Heap(std::mem::replace(
-                &mut self.text,
-                String::with_capacity(text),
-            )),
-            ends: Ends::Heap(std::mem::replace(&mut self.ends, Vec::with_capacity(pairs))),
-            starts: std::mem::replace(&mut self.starts, Vec::with_capacity(sets)),
+            text: Text::Heap(std::mem::take(&mut self.text)),
+            ends: Ends::Heap(std::mem::take(&mut self.ends)),
+            starts: std::mem::take(&mut self.starts),
             id: None,
         };
         HeaderSets {
@@ -553,7 +570,8 @@ const SMALL: usize = 16;
 fn deduplicated(packed: &Packed, set: usize) -> Option<Packed> {
     let range = packed.range(set);
     let repeats = if range.len() <= SMALL {
-        // A name's length and last byte pick one of 64 bits: when no two
+        // A hash of a name's length and last two bytes picks one of 64 bits
+        // (`name_bit`): when no two
         // names pick the same bit, none repeats (the bridge's own nine
         // never do), found without comparing any two.
         let bytes = packed.text.as_bytes();
@@ -597,6 +615,16 @@ fn name_bit(name: &[u8]) -> u64 {
     };
     let key = name.len() as u64 | byte(1) << 8 | byte(2) << 16;
     1 << (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58)
+}
+
+/// True when two of the pairs bounded by `ends`, whose first name starts at
+/// `start` in `text`, have the same name (every two compared: for one set).
+fn repeats_in(text: &[u8], ends: &[(usize, usize)], start: usize) -> bool {
+    let name = |i: usize| {
+        let from = if i == 0 { start } else { ends[i - 1].1 };
+        &text[from..ends[i].0]
+    };
+    (0..ends.len()).any(|i| (i + 1..ends.len()).any(|j| name(i) == name(j)))
 }
 
 /// True when two of the pairs in `range` have the same name (every two
@@ -708,8 +736,12 @@ mod tests {
         block.push([("a", "x"), ("a", "y"), ("c", "3")]);
         block.push(std::iter::empty::<(&str, &str)>());
         block.push([("b", "4")]);
-        let mut sets: Vec<Headers> = block.finish().collect();
+        let finished = block.finish();
+        assert_eq!(finished.len(), 4);
+        let mut sets: Vec<Headers> = finished.collect();
         assert!(block.is_empty());
+        // A finished block holds nothing until its next set.
+        assert_eq!(block.text.capacity() + block.ends.capacity(), 0);
         assert_eq!(sets[0].iter().collect::<Vec<_>>(), [("a", "1"), ("b", "2")]);
         assert_eq!(sets[1].iter().collect::<Vec<_>>(), [("a", "y"), ("c", "3")]);
         assert!(sets[2].is_empty() && sets[2].packed.is_none());
@@ -728,8 +760,10 @@ mod tests {
         assert_eq!(sets[0].iter().collect::<Vec<_>>(), [("a", "1"), ("b", "9")]);
         assert_eq!(sets[1].iter().collect::<Vec<_>>(), [("c", "3")]);
         assert_eq!(sets[3].iter().collect::<Vec<_>>(), [("b", "4")]);
-        // The block is reused: the next sets are new ones.
+        // The block is reused: the next sets are new ones, with room made
+        // for as much as the last block held.
         block.push([("d", "5")]);
+        assert!(block.text.capacity() >= 10 && block.starts.capacity() >= 4);
         let next: Vec<Headers> = block.finish().collect();
         assert_eq!(next[0].iter().collect::<Vec<_>>(), [("d", "5")]);
     }
@@ -752,7 +786,15 @@ mod tests {
             .iter()
             .fold(0u64, |bits, n| bits | name_bit(n.as_bytes()));
         assert_eq!(bits.count_ones() as usize, names.len());
-        assert_eq!(name_bit(b""), name_bit(b""));
+        // Names that pick the same bit are compared, and kept when they differ.
+        assert_eq!(name_bit(b"userId"), name_bit(b"spanId"));
+        let mut block = HeaderBlock::new();
+        block.push([("userId", "u"), ("spanId", "s"), ("", "e")]);
+        let sets: Vec<Headers> = block.finish().collect();
+        assert_eq!(
+            sets[0].iter().collect::<Vec<_>>(),
+            [("userId", "u"), ("spanId", "s"), ("", "e")]
+        );
     }
 
     #[test]

@@ -60,7 +60,7 @@
 //! | [`Topic`], [`Pattern`] | dot-separated words; `*` one word, `#` zero or more (AMQP) |
 //! | [`Subscription`], [`SubscribeOptions`], [`FullPolicy`] | bounded queues and what happens when full |
 //! | [`Request`], [`HandlerHandle`], [`HandleOptions`], [`RequestOptions`] | what a handler sees; removing a handler; queue size, concurrency, timeouts |
-//! | [`Headers`], [`HeaderBlock`], [`TraceContext`] | key/value headers on messages and requests (a batch's in one allocation); W3C `traceparent` across processes |
+//! | [`Headers`], [`HeaderBlock`], [`TraceContext`] | key/value headers on messages and requests (a batch's sharing their allocations); W3C `traceparent` across processes |
 //! | [`RequestError`], [`HandlerError`] | typed request failures: timed out, no responder, handler error |
 //! | [`Gauge`], [`Counter`] | a module's own metrics, rendered beside the process's |
 //! | [`bus`] | the seam buses implement (for `telamon-process`), kept apart from the above |

@@ -211,10 +211,15 @@ async fn scenario(name: &str, scale: u64) -> anyhow::Result<Vec<Measurement>> {
             // a shared machine.
             let mut rounds: [Vec<(std::time::Duration, std::time::Duration)>; 2] =
                 Default::default();
-            let rounds_wanted = std::env::var("AXON_TRACK_ROUNDS")
-                .ok()
-                .and_then(|r| r.parse().ok())
-                .unwrap_or(AXON_TRACK_ROUNDS);
+            let rounds_wanted = match std::env::var("AXON_TRACK_ROUNDS") {
+                Err(_) => AXON_TRACK_ROUNDS,
+                Ok(r) => match r.parse::<usize>() {
+                    Ok(n) if n > 0 => n,
+                    _ => anyhow::bail!(
+                        "AXON_TRACK_ROUNDS must be a whole number of rounds, at least 1 (got `{r}`)"
+                    ),
+                },
+            };
             for r in 0..=rounds_wanted {
                 for i in 0..2 {
                     let which = if r % 2 == 1 { i } else { 1 - i };
