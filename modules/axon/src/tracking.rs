@@ -512,7 +512,6 @@ async fn stream<M: Message>(
         };
         loop {
             consumed += 1;
-            metrics.permits.add(-1);
             let (token, event) = match message {
                 Ok(Some(EventWithToken { token, event })) => (token, event),
                 other => {
@@ -542,12 +541,15 @@ async fn stream<M: Message>(
                 match prepared {
                     Ok((topic, message, event)) => {
                         let full = run.messages.len() >= track.checkpoints.due_in();
-                        if (full || run.topic.as_ref().is_some_and(|t| *t != topic))
+                        let other = run.topic.as_ref().is_some_and(|t| !same_topic(t, topic));
+                        if (full || other)
                             && let Err(e) = track.flush(&mut run).await
                         {
                             return e;
                         }
-                        run.topic = Some(topic);
+                        if run.topic.is_none() {
+                            run.topic = Some(topic.clone());
+                        }
                         run.tokens.push(token);
                         run.messages.push(Arc::new(message));
                         push_headers(&mut run.headers, rule, token, &event);
@@ -580,6 +582,7 @@ async fn stream<M: Message>(
             return e;
         }
         // Permits come back only for what the bus took (or passed over).
+        metrics.permits.add(-i64::from(consumed));
         used += consumed;
         while used >= rule.refill {
             used -= rule.refill;
@@ -844,31 +847,42 @@ struct Topics {
 const TOPIC_CACHE: usize = 1024;
 
 impl Topics {
-    fn get(&mut self, rule: &TrackingRule, type_name: &str) -> Result<Topic, String> {
-        if let Some((t, topic)) = &self.last
-            && t == type_name
-        {
-            return Ok(topic.clone());
+    /// The topic for `type_name`, borrowed: the same type gives the same
+    /// `Topic` (one allocation), so callers tell topics apart by address
+    /// and clone one only when it changes — a clone per event would bump a
+    /// count that subscribers' threads are decrementing at the same time.
+    fn get(&mut self, rule: &TrackingRule, type_name: &str) -> Result<&Topic, String> {
+        if !self.last.as_ref().is_some_and(|(t, _)| t == type_name) {
+            let topic = match self.by_type.get(type_name) {
+                Some(t) => t.clone(),
+                None => {
+                    let text = rule
+                        .topic
+                        .render(Vars {
+                            topic: None,
+                            named: &[("type", type_name), ("processor", &rule.processor)],
+                        })
+                        .map_err(|e| e.to_string())?;
+                    let topic = Topic::new(&text).map_err(|e| format!("topic `{text}`: {e}"))?;
+                    if self.by_type.len() >= TOPIC_CACHE {
+                        self.by_type.clear();
+                    }
+                    self.by_type.insert(type_name.to_owned(), topic.clone());
+                    topic
+                }
+            };
+            self.last = Some((type_name.to_owned(), topic));
         }
-        if let Some(t) = self.by_type.get(type_name) {
-            self.last = Some((type_name.to_owned(), t.clone()));
-            return Ok(t.clone());
+        match &self.last {
+            Some((_, topic)) => Ok(topic),
+            None => Err(format!("no topic for type `{type_name}`")),
         }
-        let text = rule
-            .topic
-            .render(Vars {
-                topic: None,
-                named: &[("type", type_name), ("processor", &rule.processor)],
-            })
-            .map_err(|e| e.to_string())?;
-        let topic = Topic::new(&text).map_err(|e| format!("topic `{text}`: {e}"))?;
-        if self.by_type.len() >= TOPIC_CACHE {
-            self.by_type.clear();
-        }
-        self.by_type.insert(type_name.to_owned(), topic.clone());
-        self.last = Some((type_name.to_owned(), topic.clone()));
-        Ok(topic)
     }
+}
+
+/// The same `Topic` allocation (compared without reading it).
+fn same_topic(a: &Topic, b: &Topic) -> bool {
+    std::ptr::eq(a.as_str(), b.as_str())
 }
 
 /// An event that cannot become a bus message, and why.
@@ -879,12 +893,12 @@ struct Bad {
 
 /// Decodes one event and finds its topic; gives the event back for its
 /// headers.
-fn prepare<M: Message>(
+fn prepare<'t, M: Message>(
     b: &Bridge<M>,
     rule: &TrackingRule,
-    topics: &mut Topics,
+    topics: &'t mut Topics,
     event: Event,
-) -> Result<(Topic, M, Event), Option<Box<Bad>>> {
+) -> Result<(&'t Topic, M, Event), Option<Box<Bad>>> {
     let type_name = event.payload.as_ref().map_or("", |p| p.r#type.as_str());
     let decoded = b
         .codec
