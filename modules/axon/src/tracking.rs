@@ -852,7 +852,7 @@ impl Topics {
     /// and clone one only when it changes — a clone per event would bump a
     /// count that subscribers' threads are decrementing at the same time.
     fn get(&mut self, rule: &TrackingRule, type_name: &str) -> Result<&Topic, String> {
-        if !self.last.as_ref().is_some_and(|(t, _)| t == type_name) {
+        if self.last.as_ref().is_none_or(|(t, _)| t != type_name) {
             let topic = match self.by_type.get(type_name) {
                 Some(t) => t.clone(),
                 None => {
