@@ -194,21 +194,21 @@ impl Packed {
         self.ends.push((name_end, self.text.len()));
     }
 
+    /// Where the name of pair `i` starts (where the pair before ended).
+    fn start_of(&self, i: usize) -> usize {
+        i.checked_sub(1)
+            .map_or(0, |before| self.ends.as_slice()[before].1)
+    }
+
     /// Where the name of pair `i` starts and ends.
     fn name_bounds(&self, i: usize) -> (usize, usize) {
-        let ends = self.ends.as_slice();
-        let start = if i == 0 { 0 } else { ends[i - 1].1 };
-        (start, ends[i].0)
+        (self.start_of(i), self.ends.as_slice()[i].0)
     }
 
     /// The pairs of `set`, in order.
     fn iter(&self, set: usize) -> impl Iterator<Item = (&str, &str)> {
         let range = self.range(set);
-        let mut start = if range.start == 0 {
-            0
-        } else {
-            self.ends.as_slice()[range.start - 1].1
-        };
+        let mut start = self.start_of(range.start);
         let text = self.text.as_str();
         self.ends.as_slice()[range]
             .iter()
@@ -466,19 +466,14 @@ impl HeaderBlock {
         }
         let (first, text) = (self.ends.len(), self.text.len());
         self.starts.push(first);
-        // Repeats are looked for only when two names pick the same bit.
-        let (mut seen, mut maybe_repeats) = (0u64, false);
         for (k, v) in pairs {
             let (k, v) = (k.as_ref(), v.as_ref());
-            let bit = name_bit(k.as_bytes());
-            maybe_repeats |= seen & bit != 0;
-            seen |= bit;
             self.text.push_str(k);
             let name_end = self.text.len();
             self.text.push_str(v);
             self.ends.push((name_end, self.text.len()));
         }
-        if maybe_repeats && repeats_in(self.text.as_bytes(), &self.ends[first..], text) {
+        if repeats(self.text.as_bytes(), &self.ends[first..], text) {
             // Rare: the set again, through `Headers`' own rule for repeats.
             let mut start = text;
             let unique: Headers = self.ends[first..]
@@ -561,34 +556,13 @@ impl fmt::Debug for HeaderSets {
     }
 }
 
-/// Up to this many pairs, repeats are looked for by comparing every two.
-const SMALL: usize = 16;
-
 /// `set` with each name once, in its first place, with its last value;
 /// `None` when no name occurs twice (the common case, found without
 /// allocating).
 fn deduplicated(packed: &Packed, set: usize) -> Option<Packed> {
     let range = packed.range(set);
-    let repeats = if range.len() <= SMALL {
-        // A hash of a name's length and last two bytes picks one of 64 bits
-        // (`name_bit`): when no two
-        // names pick the same bit, none repeats (the bridge's own nine
-        // never do), found without comparing any two.
-        let bytes = packed.text.as_bytes();
-        let mut seen = 0u64;
-        let distinct = range.clone().all(|i| {
-            let (start, end) = packed.name_bounds(i);
-            let bit = name_bit(&bytes[start..end]);
-            let new = seen & bit == 0;
-            seen |= bit;
-            new
-        });
-        !distinct && repeats_among(packed, range.clone())
-    } else {
-        let mut seen = std::collections::HashSet::with_capacity(range.len());
-        !packed.iter(set).all(|(k, _)| seen.insert(k))
-    };
-    if !repeats {
+    let ends = &packed.ends.as_slice()[range.clone()];
+    if !repeats(packed.text.as_bytes(), ends, packed.start_of(range.start)) {
         return None;
     }
     let mut last: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
@@ -604,9 +578,41 @@ fn deduplicated(packed: &Packed, set: usize) -> Option<Packed> {
     Some(out)
 }
 
+/// Up to this many pairs, repeats are looked for by comparing every two.
+const SMALL: usize = 16;
+
+/// True when two of the pairs bounded by `ends` (see [`Packed`]), whose
+/// first name starts at `start` in `text`, have the same name. A hash of
+/// each name's length and last two bytes picks one of 64 bits
+/// ([`name_bit`]): when no two names pick the same bit, none repeats, found
+/// without comparing any two (the bridge's nine event headers and
+/// `traceparent` pick ten bits). Otherwise a few names are compared every
+/// two, many through a set: linear, so a hostile peer's thousands of
+/// headers cost no quadratic scan.
+fn repeats(text: &[u8], ends: &[(usize, usize)], start: usize) -> bool {
+    let name = |i: usize| {
+        let from = i.checked_sub(1).map_or(start, |before| ends[before].1);
+        &text[from..ends[i].0]
+    };
+    let mut seen = 0u64;
+    let distinct = (0..ends.len()).all(|i| {
+        let bit = name_bit(name(i));
+        let new = seen & bit == 0;
+        seen |= bit;
+        new
+    });
+    if distinct {
+        false
+    } else if ends.len() <= SMALL {
+        (0..ends.len()).any(|i| (i + 1..ends.len()).any(|j| name(i) == name(j)))
+    } else {
+        let mut names = std::collections::HashSet::with_capacity(ends.len());
+        !(0..ends.len()).all(|i| names.insert(name(i)))
+    }
+}
+
 /// One of 64 bits for a name, picked by a hash of its length and last two
-/// bytes: names with different bits differ. (The bridge's nine event
-/// headers and `traceparent` pick ten different bits.)
+/// bytes: names with different bits differ.
 fn name_bit(name: &[u8]) -> u64 {
     let byte = |back: usize| {
         name.len()
@@ -615,31 +621,6 @@ fn name_bit(name: &[u8]) -> u64 {
     };
     let key = name.len() as u64 | byte(1) << 8 | byte(2) << 16;
     1 << (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58)
-}
-
-/// True when two of the pairs bounded by `ends`, whose first name starts at
-/// `start` in `text`, have the same name (every two compared: for one set).
-fn repeats_in(text: &[u8], ends: &[(usize, usize)], start: usize) -> bool {
-    let name = |i: usize| {
-        let from = if i == 0 { start } else { ends[i - 1].1 };
-        &text[from..ends[i].0]
-    };
-    (0..ends.len()).any(|i| (i + 1..ends.len()).any(|j| name(i) == name(j)))
-}
-
-/// True when two of the pairs in `range` have the same name (every two
-/// compared: for a few pairs only).
-fn repeats_among(packed: &Packed, range: std::ops::Range<usize>) -> bool {
-    // Names of different lengths differ: the text is compared only when the
-    // lengths are the same.
-    let bytes = packed.text.as_bytes();
-    range.clone().any(|i| {
-        let (a, a_end) = packed.name_bounds(i);
-        (i + 1..range.end).any(|j| {
-            let (b, b_end) = packed.name_bounds(j);
-            b_end - b == a_end - a && bytes[a..a_end] == bytes[b..b_end]
-        })
-    })
 }
 
 /// Shows names and values, except values of names that look secret
@@ -760,6 +741,17 @@ mod tests {
         assert_eq!(sets[0].iter().collect::<Vec<_>>(), [("a", "1"), ("b", "9")]);
         assert_eq!(sets[1].iter().collect::<Vec<_>>(), [("c", "3")]);
         assert_eq!(sets[3].iter().collect::<Vec<_>>(), [("b", "4")]);
+        // Many names: repeats found through a set, not every two.
+        let mut many: Vec<(String, String)> =
+            (0..40).map(|i| (format!("k{i}"), i.to_string())).collect();
+        many.push(("k3".into(), "last".into()));
+        let mut big = HeaderBlock::new();
+        big.push(many.clone());
+        big.push(many[..40].to_vec());
+        let big: Vec<Headers> = big.finish().collect();
+        assert_eq!((big[0].len(), big[0].get("k3")), (40, Some("last")));
+        assert_eq!(big[0].iter().nth(3), Some(("k3", "last")));
+        assert_eq!((big[1].len(), big[1].get("k3")), (40, Some("3")));
         // The block is reused: the next sets are new ones, with room made
         // for as much as the last block held.
         block.push([("d", "5")]);
