@@ -87,9 +87,7 @@ pub trait Bus<M>: Send + Sync + 'static {
             for (published, (message, headers)) in batch.iter().enumerate() {
                 let p = self.publish(topic.clone(), message.clone(), headers.clone());
                 if let Err(e) = p.await {
-                    let mut rest = batch;
-                    rest.drain(..published);
-                    return Err(BatchPublishError::new(published, rest, e));
+                    return Err(BatchPublishError::stopped_at(published, batch, e));
                 }
             }
             Ok(())

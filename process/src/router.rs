@@ -184,9 +184,7 @@ impl<M: Send + Sync + 'static> MessageBus<M> for Router<M> {
                 if let Some(e) = first_error {
                     // This one reached the buses that took it; like a
                     // failed `publish`, it counts as not published.
-                    let mut rest = batch;
-                    rest.drain(..published);
-                    return Err(BatchPublishError::new(published, rest, e));
+                    return Err(BatchPublishError::stopped_at(published, batch, e));
                 }
             }
             Ok(())

@@ -96,6 +96,8 @@ impl PublishError {
 /// publish of each would have been); that one and the rest are not, and come
 /// back with the error ([`into_unpublished`](Self::into_unpublished)) to be
 /// published again without a gap.
+#[derive(thiserror::Error)]
+#[error("{published} message(s) of the batch published, {} not: {source}", unpublished.len())]
 pub struct BatchPublishError<M> {
     published: usize,
     unpublished: Vec<(Arc<M>, Headers)>,
@@ -114,6 +116,17 @@ impl<M> BatchPublishError<M> {
             unpublished,
             source,
         }
+    }
+
+    /// `batch` stopped by `source` at its message `published` (the ones
+    /// before it went out): that one and the rest come back.
+    pub fn stopped_at(
+        published: usize,
+        mut batch: Vec<(Arc<M>, Headers)>,
+        source: PublishError,
+    ) -> Self {
+        batch.drain(..published.min(batch.len()));
+        BatchPublishError::new(published, batch, source)
     }
 
     /// How many messages, from the first, were published.
@@ -137,6 +150,7 @@ impl<M> BatchPublishError<M> {
     }
 }
 
+/// The messages are counted, not shown (they need not be `Debug`).
 impl<M> fmt::Debug for BatchPublishError<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BatchPublishError")
@@ -144,24 +158,6 @@ impl<M> fmt::Debug for BatchPublishError<M> {
             .field("unpublished", &self.unpublished.len())
             .field("source", &self.source)
             .finish()
-    }
-}
-
-impl<M> fmt::Display for BatchPublishError<M> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} message(s) of the batch published, {} not: {}",
-            self.published,
-            self.unpublished.len(),
-            self.source
-        )
-    }
-}
-
-impl<M> std::error::Error for BatchPublishError<M> {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
     }
 }
 
