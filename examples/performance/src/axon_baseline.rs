@@ -6,7 +6,7 @@
 //! refilled by 256) that decodes each payload as the bridge does. No
 //! reconnection, no routing, no checks.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use telamon_axon_proto::headers;
 use telamon_axon_proto::pb::command::command_provider_inbound::Request as CmdIn;
@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Channel;
 
-use crate::measurement::Measurement;
+use crate::measurement::{Measurement, Span};
 use crate::message::BenchMsg;
 use crate::request_clock::RequestClock;
 
@@ -198,7 +198,7 @@ pub(crate) async fn track(
             let Some(e) = inbound.message().await? else {
                 anyhow::bail!("the stream ended after {seen} events");
             };
-            first.get_or_insert_with(|| (Instant::now(), crate::measurement::process_cpu()));
+            first.get_or_insert_with(Span::start);
             let event = e.event.unwrap_or_default();
             let message: BenchMsg =
                 serde_json::from_slice(&event.payload.unwrap_or_default().data)?;
@@ -208,14 +208,7 @@ pub(crate) async fn track(
                 tx.send(permits(0, REFILL))?;
             }
         }
-        Ok(first
-            .map(|(at, cpu)| {
-                (
-                    at.elapsed(),
-                    crate::measurement::process_cpu().saturating_sub(cpu),
-                )
-            })
-            .unwrap_or_default())
+        Ok(first.map(|s| s.elapsed()).unwrap_or_default())
     })
     .await??;
     Ok(elapsed)

@@ -5,7 +5,7 @@
 //! events on the bus). The message is the benchmark's `BenchMsg`, as JSON.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use telamon_module_axon::Axon;
@@ -15,7 +15,7 @@ use telamon_sdk::{
 };
 use telamon_testkit::RunningAxonServer;
 
-use crate::measurement::Measurement;
+use crate::measurement::{Measurement, Span};
 use crate::message::BenchMsg;
 use crate::request_clock::RequestClock;
 
@@ -182,18 +182,11 @@ class = "tracked"
             let Some(d) = events.recv().await else {
                 anyhow::bail!("the subscription closed after {seen} events");
             };
-            first.get_or_insert_with(|| (Instant::now(), crate::measurement::process_cpu()));
+            first.get_or_insert_with(Span::start);
             anyhow::ensure!(d.message().seq == seen, "out of order");
             seen += 1;
         }
-        Ok(first
-            .map(|(at, cpu)| {
-                (
-                    at.elapsed(),
-                    crate::measurement::process_cpu().saturating_sub(cpu),
-                )
-            })
-            .unwrap_or_default())
+        Ok(first.map(|s| s.elapsed()).unwrap_or_default())
     })
     .await??;
     process.stop().await;

@@ -80,11 +80,32 @@ pub(crate) fn rss_mb() -> f64 {
     rss_bytes() / 1_000_000.0
 }
 
+/// A span of time, on the wall clock and in the CPU time of this process.
+#[derive(Clone, Copy)]
+pub(crate) struct Span {
+    at: Instant,
+    cpu: Duration,
+}
+
+impl Span {
+    pub(crate) fn start() -> Self {
+        Span {
+            at: Instant::now(),
+            cpu: process_cpu(),
+        }
+    }
+
+    /// Wall time and CPU time since [`start`](Self::start).
+    pub(crate) fn elapsed(&self) -> (Duration, Duration) {
+        (self.at.elapsed(), process_cpu().saturating_sub(self.cpu))
+    }
+}
+
 /// CPU time all threads of this process have run so far (Linux: the sum of
 /// `/proc/self/task/*/schedstat`, in nanoseconds; zero elsewhere). Threads
 /// that ended are not counted, so compare it across a span in which the
 /// runtime's threads live throughout.
-pub(crate) fn process_cpu() -> Duration {
+fn process_cpu() -> Duration {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Duration::ZERO;
     };

@@ -527,48 +527,8 @@ async fn stream<M: Message>(
                     };
                 }
             };
-            let expected = run.tokens.last().map_or(*track.next, |t| t + 1);
-            if token < expected {
-                tracing::debug!(processor = %rule.processor, token, next = expected, "event seen before skipped");
-            } else {
-                if token > expected {
-                    tracing::warn!(processor = %rule.processor, expected, got = token, "the event store skipped tokens");
-                }
-                let prepared = match event {
-                    Some(event) => prepare(b, rule, &mut topics, event),
-                    None => Err(None),
-                };
-                match prepared {
-                    Ok((topic, message, event)) => {
-                        let full = run.messages.len() >= track.checkpoints.due_in();
-                        let other = run.topic.as_ref().is_some_and(|t| !same_topic(t, topic));
-                        if (full || other)
-                            && let Err(e) = track.flush(&mut run).await
-                        {
-                            return e;
-                        }
-                        if run.topic.is_none() {
-                            run.topic = Some(topic.clone());
-                        }
-                        run.tokens.push(token);
-                        run.messages.push(Arc::new(message));
-                        push_headers(&mut run.headers, rule, token, &event);
-                    }
-                    Err(bad) => {
-                        if let Err(e) = track.flush(&mut run).await {
-                            return e;
-                        }
-                        if let Some(bad) = bad {
-                            match undecodable(b, rule, state, metrics, token, bad).await {
-                                Undecoded::Skipped => {}
-                                Undecoded::Stopped => return Ended::Paused,
-                                Undecoded::Stopping => return Ended::Stopping,
-                            }
-                        }
-                        // Not published, but passed: the position moves on.
-                        track.passed(token, 1, 0).await;
-                    }
-                }
+            if let Err(e) = track.take(&mut run, &mut topics, token, event).await {
+                return e;
             }
             if consumed as usize >= batch {
                 break;
@@ -698,6 +658,60 @@ impl<M: Message> Track<'_, M> {
                 }
             }
         }
+    }
+
+    /// Adds the event at `token` to `run` — publishing the run first when
+    /// it is full or on another topic — or, when it cannot be published,
+    /// handles it as `undecodable` says and moves past it; an event seen
+    /// before is skipped.
+    async fn take(
+        &mut self,
+        run: &mut Run<M>,
+        topics: &mut Topics,
+        token: i64,
+        event: Option<Event>,
+    ) -> Result<(), Ended> {
+        let (b, rule) = (self.b, self.rule);
+        let expected = run.tokens.last().map_or(*self.next, |t| t + 1);
+        if token < expected {
+            tracing::debug!(processor = %rule.processor, token, next = expected, "event seen before skipped");
+            return Ok(());
+        }
+        if token > expected {
+            tracing::warn!(processor = %rule.processor, expected, got = token, "the event store skipped tokens");
+        }
+        let prepared = match event {
+            Some(event) => prepare(b, rule, topics, event),
+            None => Err(None),
+        };
+        match prepared {
+            Ok((topic, message, event)) => {
+                let full = run.messages.len() >= self.checkpoints.due_in();
+                let other = run.topic.as_ref().is_some_and(|t| !same_topic(t, topic));
+                if full || other {
+                    self.flush(run).await?;
+                }
+                if run.topic.is_none() {
+                    run.topic = Some(topic.clone());
+                }
+                run.tokens.push(token);
+                run.messages.push(Arc::new(message));
+                push_headers(&mut run.headers, rule, token, &event);
+            }
+            Err(bad) => {
+                self.flush(run).await?;
+                if let Some(bad) = bad {
+                    match undecodable(b, rule, self.state, self.metrics, token, bad).await {
+                        Undecoded::Skipped => {}
+                        Undecoded::Stopped => return Err(Ended::Paused),
+                        Undecoded::Stopping => return Err(Ended::Stopping),
+                    }
+                }
+                // Not published, but passed: the position moves on.
+                self.passed(token, 1, 0).await;
+            }
+        }
+        Ok(())
     }
 
     /// `events` more, up to `token`, are behind the processor, `published`
