@@ -40,7 +40,7 @@
 //!   last of them go: a subscriber that keeps one event's headers keeps its
 //!   run's (about 0.4 KiB an event with the nine headers: some 200 KiB for a
 //!   run of 512). Between runs the processor keeps only its run buffers
-//!   (three vectors of at most 512 entries, about 16 KiB).
+//!   (three vectors of at most 512 entries, about 20 KiB).
 //! - **Undecodable event**: `undecodable = "stop"` (default) stops the
 //!   processor at that token in an error state, reported to AxonServer and
 //!   counted; a `start` instruction (or a restart) tries again.
