@@ -6,6 +6,7 @@
 //! refilled by 256) that decodes each payload as the bridge does. No
 //! reconnection, no routing, no checks.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use telamon_axon_proto::headers;
@@ -173,6 +174,43 @@ pub(crate) async fn track(
     server: &RunningAxonServer,
     n: u64,
 ) -> anyhow::Result<(Duration, Duration)> {
+    read_events(server, n, None).await
+}
+
+/// The reader of [`track`] handing each decoded message, with its token,
+/// to a consumer task over a bounded tokio channel (the capacity of the
+/// bridge's subscriber queue in `axon-track`): the pipeline a team would
+/// write by hand instead of a bus. The time runs from the first event the
+/// consumer receives to the last.
+pub(crate) async fn track_through_channel(
+    server: &RunningAxonServer,
+    n: u64,
+) -> anyhow::Result<(Duration, Duration)> {
+    let (tx, mut rx) = mpsc::channel::<(i64, Arc<BenchMsg>)>(4096);
+    let consumer = tokio::spawn(async move {
+        let mut seen = 0u64;
+        let mut first = None;
+        while seen < n {
+            let Some((token, message)) = rx.recv().await else {
+                anyhow::bail!("the channel closed after {seen} events");
+            };
+            first.get_or_insert_with(Span::start);
+            anyhow::ensure!(message.seq == seen && token == seen as i64, "out of order");
+            seen += 1;
+        }
+        Ok(first.map(|s| s.elapsed()).unwrap_or_default())
+    });
+    read_events(server, n, Some(tx)).await?;
+    consumer.await?
+}
+
+/// Reads the first `n` events, checking their order, or hands them to
+/// `consumer` to check.
+async fn read_events(
+    server: &RunningAxonServer,
+    n: u64,
+    consumer: Option<mpsc::Sender<(i64, Arc<BenchMsg>)>>,
+) -> anyhow::Result<(Duration, Duration)> {
     const WINDOW: i64 = 1024;
     const REFILL: i64 = WINDOW / 4;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -202,7 +240,13 @@ pub(crate) async fn track(
             let event = e.event.unwrap_or_default();
             let message: BenchMsg =
                 serde_json::from_slice(&event.payload.unwrap_or_default().data)?;
-            anyhow::ensure!(message.seq == seen, "out of order");
+            match &consumer {
+                Some(c) => c
+                    .send((e.token, Arc::new(message)))
+                    .await
+                    .map_err(|_| anyhow::anyhow!("the consumer stopped after {seen} events"))?,
+                None => anyhow::ensure!(message.seq == seen, "out of order"),
+            }
             seen += 1;
             if seen as i64 % REFILL == 0 {
                 tx.send(permits(0, REFILL))?;

@@ -203,13 +203,14 @@ async fn scenario(name: &str, scale: u64) -> anyhow::Result<Vec<Measurement>> {
             let server = telamon_testkit::AxonTestServer::builder().start().await?;
             let n = 100_000 / scale;
             axon_baseline::fill(&server, n).await?;
-            // One unmeasured round each, then alternating rounds (the
-            // bridge first in odd rounds, the reader first in even ones);
-            // each system's figure is its median round. The CPU time the
-            // whole process (test server included) spent per event, also a
-            // median, is printed beside: it moves far less than the rate on
-            // a shared machine.
-            let mut rounds: [Vec<(std::time::Duration, std::time::Duration)>; 2] =
+            // One unmeasured round each, then rounds in turn (each round
+            // starts with the next system); each system's figure is its
+            // median round. The CPU time the whole process (test server
+            // included) spent per event, also a median, is printed beside:
+            // it moves far less than the rate on a shared machine. The
+            // third system, the reader handing its messages to a task over
+            // a tokio channel, is for information.
+            let mut rounds: [Vec<(std::time::Duration, std::time::Duration)>; 3] =
                 Default::default();
             let rounds_wanted = match std::env::var("AXON_TRACK_ROUNDS") {
                 Err(_) => AXON_TRACK_ROUNDS,
@@ -221,18 +222,19 @@ async fn scenario(name: &str, scale: u64) -> anyhow::Result<Vec<Measurement>> {
                 },
             };
             for r in 0..=rounds_wanted {
-                for i in 0..2 {
-                    let which = if r % 2 == 1 { i } else { 1 - i };
+                for i in 0..3 {
+                    let which = (r + i) % 3;
                     let round = match which {
                         0 => axon_bridge::track(&server, n).await?,
-                        _ => axon_baseline::track(&server, n).await?,
+                        1 => axon_baseline::track(&server, n).await?,
+                        _ => axon_baseline::track_through_channel(&server, n).await?,
                     };
                     if r > 0 {
                         rounds[which].push(round);
                     }
                 }
             }
-            let v = ["telamon", "baseline"]
+            let v = ["telamon", "baseline", "channel"]
                 .into_iter()
                 .zip(rounds.iter_mut())
                 .map(|(system, r)| {
@@ -488,6 +490,7 @@ fn summary(results: &[Measurement]) {
         ("axon-command", "telamon", "baseline", 0.77),
         ("axon-append", "telamon", "baseline", 0.8),
         ("axon-track", "telamon", "baseline", 0.8),
+        ("axon-track", "channel", "baseline", 0.0),
         ("rest-request", "telamon", "baseline", 0.7),
         (
             "inproc-1to1",
