@@ -167,47 +167,52 @@ pub(crate) async fn append(
     Ok(m)
 }
 
-/// A raw `ListEvents` reader over the first `n` events: the time from the
-/// first event received to the last, and the CPU time the process spent
-/// meanwhile.
+/// A raw `ListEvents` reader over the first `warm_up + n` events: the time
+/// from event `warm_up` received to the last, and the CPU time the process
+/// spent meanwhile.
 pub(crate) async fn track(
     server: &RunningAxonServer,
+    warm_up: u64,
     n: u64,
 ) -> anyhow::Result<(Duration, Duration)> {
-    read_events(server, n, None).await
+    read_events(server, warm_up, n, None).await
 }
 
 /// The reader of [`track`] handing each decoded message, with its token,
 /// to a consumer task over a bounded tokio channel (the capacity of the
 /// bridge's subscriber queue in `axon-track`): the pipeline a team would
-/// write by hand instead of a bus. The time runs from the first event the
+/// write by hand instead of a bus. The time runs from event `warm_up` the
 /// consumer receives to the last.
 pub(crate) async fn track_through_channel(
     server: &RunningAxonServer,
+    warm_up: u64,
     n: u64,
 ) -> anyhow::Result<(Duration, Duration)> {
     let (tx, mut rx) = mpsc::channel::<(i64, Arc<BenchMsg>)>(4096);
     let consumer = tokio::spawn(async move {
         let mut seen = 0u64;
         let mut first = None;
-        while seen < n {
+        while seen < warm_up + n {
             let Some((token, message)) = rx.recv().await else {
                 anyhow::bail!("the channel closed after {seen} events");
             };
-            first.get_or_insert_with(Span::start);
+            if seen == warm_up {
+                first = Some(Span::start());
+            }
             anyhow::ensure!(message.seq == seen && token == seen as i64, "out of order");
             seen += 1;
         }
         Ok(first.map(|s| s.elapsed()).unwrap_or_default())
     });
-    read_events(server, n, Some(tx)).await?;
+    read_events(server, warm_up, n, Some(tx)).await?;
     consumer.await?
 }
 
-/// Reads the first `n` events, checking their order, or hands them to
-/// `consumer` to check.
+/// Reads the first `warm_up + n` events, checking their order, or hands
+/// them to `consumer` to check.
 async fn read_events(
     server: &RunningAxonServer,
+    warm_up: u64,
     n: u64,
     consumer: Option<mpsc::Sender<(i64, Arc<BenchMsg>)>>,
 ) -> anyhow::Result<(Duration, Duration)> {
@@ -228,15 +233,17 @@ async fn read_events(
         .await?
         .into_inner();
     // The reader is a task on the runtime, as the bridge's is; the rate
-    // runs from the first event to the last.
+    // runs from event `warm_up` to the last.
     let elapsed = tokio::spawn(async move {
         let mut seen = 0u64;
         let mut first = None;
-        while seen < n {
+        while seen < warm_up + n {
             let Some(e) = inbound.message().await? else {
                 anyhow::bail!("the stream ended after {seen} events");
             };
-            first.get_or_insert_with(Span::start);
+            if seen == warm_up {
+                first = Some(Span::start());
+            }
             let event = e.event.unwrap_or_default();
             let message: BenchMsg =
                 serde_json::from_slice(&event.payload.unwrap_or_default().data)?;

@@ -136,12 +136,14 @@ impl Module<BenchMsg> for Tracked {
     }
 }
 
-/// The first `n` events of the store onto the bus through a tracking
-/// processor started for this round: the time from the first event received
-/// to the last and the CPU time the process spent meanwhile, as the
-/// baseline's (the process start is not counted).
+/// The first `warm_up + n` events of the store onto the bus through a
+/// tracking processor started for this round: the time from event
+/// `warm_up` received to the last and the CPU time the process spent
+/// meanwhile, as the baseline's (the process start and the warm-up are not
+/// counted).
 pub(crate) async fn track(
     server: &RunningAxonServer,
+    warm_up: u64,
     n: u64,
 ) -> anyhow::Result<(Duration, Duration)> {
     let config = ConfigLoader::new()
@@ -178,11 +180,13 @@ class = "tracked"
     let elapsed = tokio::spawn(async move {
         let mut seen = 0u64;
         let mut first = None;
-        while seen < n {
+        while seen < warm_up + n {
             let Some(d) = events.recv().await else {
                 anyhow::bail!("the subscription closed after {seen} events");
             };
-            first.get_or_insert_with(Span::start);
+            if seen == warm_up {
+                first = Some(Span::start());
+            }
             anyhow::ensure!(d.message().seq == seen, "out of order");
             seen += 1;
         }
