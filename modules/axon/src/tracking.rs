@@ -520,8 +520,9 @@ async fn stream<M: Message>(
         };
         loop {
             consumed += 1;
-            let (token, event) = match message {
-                Ok(Some(EventWithToken { token, event })) => (token, event),
+            // Borrowed, not moved: an event is a few hundred bytes.
+            let (token, event) = match &message {
+                Ok(Some(EventWithToken { token, event })) => (*token, event.as_ref()),
                 other => {
                     let ended = match other {
                         Err(s) => Ended::Reopen(Some(s.code()), s.to_string()),
@@ -677,7 +678,7 @@ impl<M: Message> Track<'_, M> {
         run: &mut Run<M>,
         topics: &mut Topics,
         token: i64,
-        event: Option<Event>,
+        event: Option<&Event>,
     ) -> Result<(), Ended> {
         let (b, rule) = (self.b, self.rule);
         let expected = run.tokens.last().map_or(*self.next, |t| t + 1);
@@ -704,7 +705,7 @@ impl<M: Message> Track<'_, M> {
                 }
                 run.tokens.push(token);
                 run.messages.push(Arc::new(message));
-                push_headers(&mut run.headers, rule, token, &event);
+                push_headers(&mut run.headers, rule, token, event);
             }
             Err(bad) => {
                 self.flush(run).await?;
@@ -914,13 +915,13 @@ struct Bad {
 }
 
 /// Decodes one event and finds its topic; gives the event back for its
-/// headers.
-fn prepare<'t, M: Message>(
+/// headers (a copy of it goes with an event that cannot be published).
+fn prepare<'t, 'e, M: Message>(
     b: &Bridge<M>,
     rule: &TrackingRule,
     topics: &'t mut Topics,
-    event: Event,
-) -> Result<(&'t Topic, M, Event), Option<Box<Bad>>> {
+    event: &'e Event,
+) -> Result<(&'t Topic, M, &'e Event), Option<Box<Bad>>> {
     let type_name = event.payload.as_ref().map_or("", |p| p.r#type.as_str());
     let decoded = b
         .codec
@@ -929,7 +930,10 @@ fn prepare<'t, M: Message>(
         .and_then(|m| Ok((topics.get(rule, type_name)?, m)));
     match decoded {
         Ok((topic, message)) => Ok((topic, message, event)),
-        Err(why) => Err(Some(Box::new(Bad { why, event }))),
+        Err(why) => Err(Some(Box::new(Bad {
+            why,
+            event: event.clone(),
+        }))),
     }
 }
 
