@@ -118,6 +118,15 @@ fn main() -> anyhow::Result<()> {
         return subs_child(args.get(2).map(String::as_str).unwrap_or(""), n);
     }
     let o = options()?;
+    // On stderr, as the summary: `--json` output stays one document.
+    eprintln!(
+        "allocator: {}",
+        if cfg!(feature = "mimalloc") {
+            "mimalloc (built with --features mimalloc)"
+        } else {
+            "the system's (glibc on Linux; --features mimalloc for mimalloc)"
+        }
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
