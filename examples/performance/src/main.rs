@@ -63,14 +63,14 @@ const RABBIT_MANY_SUBS_MESSAGES: u64 = 20_000;
 const CARYATID_MANY_SUBS_MAX: u64 = 10_000;
 /// Events per append in `axon-append`.
 const AXON_BATCH: u64 = 100;
-/// Events each `axon-track` round reads before its clock starts: a new
-/// stream's first tens of milliseconds, while the runtime places its tasks,
-/// run at half the rate or at the full one from round to round (see
+/// Events each `axon-track` round reads before its clock starts: in some
+/// rounds a new stream's first 100 ms or so run at half the rate (see
 /// docs/benchmarks.md); the rate timed is the steady one.
 const AXON_TRACK_WARM_UP: u64 = 50_000;
 
-/// Measured rounds per system in `axon-track` (after one unmeasured round each).
-const AXON_TRACK_ROUNDS: usize = 5;
+/// Measured rounds per system in `axon-track` (after one unmeasured round
+/// each); a multiple of six keeps the order of the systems balanced.
+const AXON_TRACK_ROUNDS: usize = 6;
 /// Telamon's default queue depth; the baseline uses the same.
 const QUEUE: usize = 1024;
 /// Keep-alive HTTP clients in `rest-request`.
@@ -238,8 +238,13 @@ async fn scenario(name: &str, scale: u64) -> anyhow::Result<Vec<Measurement>> {
                 },
             };
             for r in 0..=rounds_wanted {
+                // Each system first, second and third equally often, and
+                // after each of the other two equally often, every six
+                // rounds: rotated, and reflected every other cycle.
+                let first = r % 3;
+                let step = if (r / 3) % 2 == 0 { 1 } else { 2 };
                 for i in 0..3 {
-                    let which = (r + i) % 3;
+                    let which = (first + i * step) % 3;
                     let round = match which {
                         0 => axon_bridge::track(&server, warm_up, n).await?,
                         1 => axon_baseline::track(&server, warm_up, n).await?,

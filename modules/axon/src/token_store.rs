@@ -57,6 +57,12 @@ pub trait TokenStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Option<i64>, TokenStoreError>>;
 
     /// Replaces the token of `processor`; done when it is durable.
+    ///
+    /// The future is first polled on the tracking processor's own task (a
+    /// store that is done at once costs no task); one that is not done is
+    /// then run as a task of its own while the next events are published.
+    /// So it must not block: slow work belongs on the blocking pool, as
+    /// the file store's writing and syncing are.
     fn store<'a>(
         &'a self,
         processor: &'a str,

@@ -50,6 +50,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::panic::AssertUnwindSafe;
+
 use futures_util::FutureExt;
 use serde_json::json;
 use telamon_axon_proto::pb::control::EventProcessorInfo;
@@ -225,7 +227,7 @@ impl Checkpointer {
     /// returns once it is durable.
     async fn write(&mut self, token: i64, wait: bool) {
         if let Some(previous) = self.in_flight.take() {
-            let _ = previous.await;
+            self.finished(previous.await);
         }
         self.since = 0;
         self.last_write = Instant::now();
@@ -242,16 +244,33 @@ impl Checkpointer {
         // A store that is done at once (in memory) gets no task: a task
         // spawned per checkpoint made the runtime wake its other thread
         // for it each time (the subscriber woken next pushes it out of
-        // this thread's next-task slot).
-        if write.as_mut().now_or_never().is_some() {
-            return;
+        // this thread's next-task slot). A store that panics does not stop
+        // the processor, as it did not when every write was a task.
+        match AssertUnwindSafe(write.as_mut())
+            .catch_unwind()
+            .now_or_never()
+        {
+            Some(Ok(())) => return,
+            Some(Err(_)) => return self.panicked(token),
+            None => {}
         }
         let write = tokio::spawn(write);
         if wait {
-            let _ = write.await;
+            self.finished(write.await);
         } else {
             self.in_flight = Some(write);
         }
+    }
+
+    /// Looks at how a write made by a task ended.
+    fn finished(&self, ended: Result<(), tokio::task::JoinError>) {
+        if ended.is_err_and(|e| e.is_panic()) {
+            self.panicked(self.written);
+        }
+    }
+
+    fn panicked(&self, token: i64) {
+        tracing::error!(processor = %self.processor, token, "the token store panicked writing a checkpoint; events since the last one may be published again after a crash");
     }
 }
 
@@ -1026,7 +1045,7 @@ async fn undecodable<M: Message>(
 mod tests {
     use super::*;
     use crate::token_store::{MemoryTokenStore, TokenStoreError};
-    use futures_util::future::BoxFuture;
+    use telamon_sdk::bus::BoxFuture;
 
     fn checkpointer(store: Arc<dyn TokenStore>) -> Checkpointer {
         Checkpointer {
@@ -1061,16 +1080,21 @@ mod tests {
         assert_eq!(store.load("p").now_or_never().unwrap().unwrap(), Some(99));
     }
 
-    /// A store whose writes finish only after the task has yielded once.
+    /// A store whose writes finish only after the task has yielded, the
+    /// more often the older the token (so writes made at once would land
+    /// out of order); it records the order in which they land.
     #[derive(Default)]
-    struct Slow(MemoryTokenStore);
+    struct Slow {
+        tokens: MemoryTokenStore,
+        landed: Mutex<Vec<i64>>,
+    }
 
     impl TokenStore for Slow {
         fn load<'a>(
             &'a self,
             processor: &'a str,
         ) -> BoxFuture<'a, Result<Option<i64>, TokenStoreError>> {
-            self.0.load(processor)
+            self.tokens.load(processor)
         }
 
         fn store<'a>(
@@ -1079,8 +1103,11 @@ mod tests {
             token: i64,
         ) -> BoxFuture<'a, Result<(), TokenStoreError>> {
             Box::pin(async move {
-                tokio::task::yield_now().await;
-                self.0.store(processor, token).await
+                for _ in 0..(200 - token) / 50 {
+                    tokio::task::yield_now().await;
+                }
+                self.landed.lock().unwrap().push(token);
+                self.tokens.store(processor, token).await
             })
         }
 
@@ -1099,6 +1126,34 @@ mod tests {
         // The next write waits for the first, then is made and waited for.
         c.write(150, true).await;
         assert!(c.in_flight.is_none());
+        assert_eq!(*store.landed.lock().unwrap(), [99, 150]);
         assert_eq!(store.load("p").await.unwrap(), Some(150));
+    }
+
+    /// A store that panics when told to write.
+    struct Panicking;
+
+    impl TokenStore for Panicking {
+        fn load<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Option<i64>, TokenStoreError>> {
+            Box::pin(async { Ok(None) })
+        }
+
+        fn store<'a>(&'a self, _: &'a str, _: i64) -> BoxFuture<'a, Result<(), TokenStoreError>> {
+            panic!("a token store that panics")
+        }
+
+        fn describe(&self) -> String {
+            "panicking".into()
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_store_that_panics_does_not_stop_the_processor() {
+        let mut c = checkpointer(Arc::new(Panicking));
+        c.passed(99, 100).await;
+        c.write(150, true).await;
+        assert!(c.in_flight.is_none());
+        // Counted as written: the next checkpoint is not tried again at once.
+        assert_eq!(c.written, 150);
     }
 }
