@@ -46,11 +46,10 @@
 //!   counted; a `start` instruction (or a restart) tries again.
 //!   `"skip"` logs, counts and dead-letters it, then goes on.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use std::panic::AssertUnwindSafe;
 
 use futures_util::FutureExt;
 use serde_json::json;
@@ -709,7 +708,7 @@ impl<M: Message> Track<'_, M> {
             tracing::warn!(processor = %rule.processor, expected, got = token, "the event store skipped tokens");
         }
         let prepared = match event {
-            Some(event) => prepare(b, rule, topics, event),
+            Some(event) => prepare(b, rule, topics, event).map(|(topic, m)| (topic, m, event)),
             None => Err(None),
         };
         match prepared {
@@ -933,27 +932,26 @@ struct Bad {
     why: String,
 }
 
-/// Decodes one event and finds its topic; gives the event back for its
-/// headers (a copy of it goes with an event that cannot be published).
-fn prepare<'t, 'e, M: Message>(
+/// Decodes one event and finds its topic (a copy of the event goes with
+/// one that cannot be published).
+fn prepare<'t, M: Message>(
     b: &Bridge<M>,
     rule: &TrackingRule,
     topics: &'t mut Topics,
-    event: &'e Event,
-) -> Result<(&'t Topic, M, &'e Event), Option<Box<Bad>>> {
+    event: &Event,
+) -> Result<(&'t Topic, M), Option<Box<Bad>>> {
     let type_name = event.payload.as_ref().map_or("", |p| p.r#type.as_str());
     let decoded = b
         .codec
         .decode(event.payload.as_ref())
         .map_err(|e| e.to_string())
         .and_then(|m| Ok((topics.get(rule, type_name)?, m)));
-    match decoded {
-        Ok((topic, message)) => Ok((topic, message, event)),
-        Err(why) => Err(Some(Box::new(Bad {
+    decoded.map_err(|why| {
+        Some(Box::new(Bad {
             why,
             event: event.clone(),
-        }))),
-    }
+        }))
+    })
 }
 
 /// Adds the headers of the event at `token` to `block`: its metadata, then
