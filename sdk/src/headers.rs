@@ -467,11 +467,7 @@ impl HeaderBlock {
         let (first, text) = (self.ends.len(), self.text.len());
         self.starts.push(first);
         for (k, v) in pairs {
-            let (k, v) = (k.as_ref(), v.as_ref());
-            self.text.push_str(k);
-            let name_end = self.text.len();
-            self.text.push_str(v);
-            self.ends.push((name_end, self.text.len()));
+            self.push_pair(k.as_ref(), v.as_ref());
         }
         if repeats(self.text.as_bytes(), &self.ends[first..], text) {
             // Rare: the set again, through `Headers`' own rule for repeats.
@@ -487,12 +483,18 @@ impl HeaderBlock {
             self.text.truncate(text);
             self.ends.truncate(first);
             for (k, v) in unique.iter() {
-                self.text.push_str(k);
-                let name_end = self.text.len();
-                self.text.push_str(v);
-                self.ends.push((name_end, self.text.len()));
+                self.push_pair(k, v);
             }
         }
+    }
+
+    // Inlined into `push`, which is generic and so built in the caller's crate.
+    #[inline]
+    fn push_pair(&mut self, name: &str, value: &str) {
+        self.text.push_str(name);
+        let name_end = self.text.len();
+        self.text.push_str(value);
+        self.ends.push((name_end, self.text.len()));
     }
 
     /// The sets, in the order they were pushed; the block is empty again,
