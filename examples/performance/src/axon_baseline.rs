@@ -3,7 +3,8 @@
 //! (same payload, same in-flight count, the bridge's default permit window
 //! of 5000 refilled by 1250), `AppendEvent` calls of 100 events, and a plain
 //! `ListEvents` reader with the bridge's default event window (1024,
-//! refilled by 256) that decodes each payload as the bridge does. No
+//! refilled by 256) that decodes each payload as the bridge does — alone,
+//! or handing each message to a task over a tokio channel. No
 //! reconnection, no routing, no checks.
 
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Channel;
 
-use crate::measurement::{Measurement, Span};
+use crate::measurement::{Measurement, WarmClock};
 use crate::message::BenchMsg;
 use crate::request_clock::RequestClock;
 
@@ -190,19 +191,15 @@ pub(crate) async fn track_through_channel(
 ) -> anyhow::Result<(Duration, Duration)> {
     let (tx, mut rx) = mpsc::channel::<(i64, Arc<BenchMsg>)>(4096);
     let consumer = tokio::spawn(async move {
-        let mut seen = 0u64;
-        let mut first = None;
-        while seen < warm_up + n {
+        let mut clock = WarmClock::new(warm_up);
+        while clock.seen() < warm_up + n {
             let Some((token, message)) = rx.recv().await else {
-                anyhow::bail!("the channel closed after {seen} events");
+                anyhow::bail!("the channel closed after {} events", clock.seen());
             };
-            if seen == warm_up {
-                first = Some(Span::start());
-            }
-            anyhow::ensure!(message.seq == seen && token == seen as i64, "out of order");
-            seen += 1;
+            let seq = clock.saw();
+            anyhow::ensure!(message.seq == seq && token == seq as i64, "out of order");
         }
-        Ok(first.map(|s| s.elapsed()).unwrap_or_default())
+        Ok(clock.elapsed())
     });
     read_events(server, warm_up, n, Some(tx)).await?;
     consumer.await?
@@ -235,15 +232,12 @@ async fn read_events(
     // The reader is a task on the runtime, as the bridge's is; the rate
     // runs from event `warm_up` to the last.
     let elapsed = tokio::spawn(async move {
-        let mut seen = 0u64;
-        let mut first = None;
-        while seen < warm_up + n {
+        let mut clock = WarmClock::new(warm_up);
+        while clock.seen() < warm_up + n {
             let Some(e) = inbound.message().await? else {
-                anyhow::bail!("the stream ended after {seen} events");
+                anyhow::bail!("the stream ended after {} events", clock.seen());
             };
-            if seen == warm_up {
-                first = Some(Span::start());
-            }
+            let seq = clock.saw();
             let event = e.event.unwrap_or_default();
             let message: BenchMsg =
                 serde_json::from_slice(&event.payload.unwrap_or_default().data)?;
@@ -251,15 +245,14 @@ async fn read_events(
                 Some(c) => c
                     .send((e.token, Arc::new(message)))
                     .await
-                    .map_err(|_| anyhow::anyhow!("the consumer stopped after {seen} events"))?,
-                None => anyhow::ensure!(message.seq == seen, "out of order"),
+                    .map_err(|_| anyhow::anyhow!("the consumer stopped after {seq} events"))?,
+                None => anyhow::ensure!(message.seq == seq, "out of order"),
             }
-            seen += 1;
-            if seen as i64 % REFILL == 0 {
+            if clock.seen() as i64 % REFILL == 0 {
                 tx.send(permits(0, REFILL))?;
             }
         }
-        Ok(first.map(|s| s.elapsed()).unwrap_or_default())
+        Ok(clock.elapsed())
     })
     .await??;
     Ok(elapsed)

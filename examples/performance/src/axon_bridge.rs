@@ -15,7 +15,7 @@ use telamon_sdk::{
 };
 use telamon_testkit::RunningAxonServer;
 
-use crate::measurement::{Measurement, Span};
+use crate::measurement::{Measurement, WarmClock};
 use crate::message::BenchMsg;
 use crate::request_clock::RequestClock;
 
@@ -178,19 +178,14 @@ class = "tracked"
         .ok_or_else(|| anyhow::anyhow!("the tracked module did not subscribe"))?;
     // The subscriber is a task on the runtime, as a module's is.
     let elapsed = tokio::spawn(async move {
-        let mut seen = 0u64;
-        let mut first = None;
-        while seen < warm_up + n {
+        let mut clock = WarmClock::new(warm_up);
+        while clock.seen() < warm_up + n {
             let Some(d) = events.recv().await else {
-                anyhow::bail!("the subscription closed after {seen} events");
+                anyhow::bail!("the subscription closed after {} events", clock.seen());
             };
-            if seen == warm_up {
-                first = Some(Span::start());
-            }
-            anyhow::ensure!(d.message().seq == seen, "out of order");
-            seen += 1;
+            anyhow::ensure!(d.message().seq == clock.saw(), "out of order");
         }
-        Ok(first.map(|s| s.elapsed()).unwrap_or_default())
+        Ok(clock.elapsed())
     })
     .await??;
     process.stop().await;

@@ -82,13 +82,13 @@ pub(crate) fn rss_mb() -> f64 {
 
 /// A span of time, on the wall clock and in the CPU time of this process.
 #[derive(Clone, Copy)]
-pub(crate) struct Span {
+struct Span {
     at: Instant,
     cpu: Duration,
 }
 
 impl Span {
-    pub(crate) fn start() -> Self {
+    fn start() -> Self {
         Span {
             at: Instant::now(),
             cpu: process_cpu(),
@@ -96,8 +96,46 @@ impl Span {
     }
 
     /// Wall time and CPU time since [`start`](Self::start).
-    pub(crate) fn elapsed(&self) -> (Duration, Duration) {
+    fn elapsed(&self) -> (Duration, Duration) {
         (self.at.elapsed(), process_cpu().saturating_sub(self.cpu))
+    }
+}
+
+/// Counts the events of a stream and times those after the first
+/// `warm_up`: [`saw`](Self::saw) each one as it arrives.
+pub(crate) struct WarmClock {
+    warm_up: u64,
+    seen: u64,
+    span: Option<Span>,
+}
+
+impl WarmClock {
+    pub(crate) fn new(warm_up: u64) -> Self {
+        WarmClock {
+            warm_up,
+            seen: 0,
+            span: None,
+        }
+    }
+
+    /// Counts one more event and gives its place (from 0); the clock starts
+    /// at event `warm_up`.
+    pub(crate) fn saw(&mut self) -> u64 {
+        if self.seen == self.warm_up {
+            self.span = Some(Span::start());
+        }
+        self.seen += 1;
+        self.seen - 1
+    }
+
+    /// Events seen so far.
+    pub(crate) fn seen(&self) -> u64 {
+        self.seen
+    }
+
+    /// Wall time and CPU time since event `warm_up` (zero before it).
+    pub(crate) fn elapsed(&self) -> (Duration, Duration) {
+        self.span.map(|s| s.elapsed()).unwrap_or_default()
     }
 }
 
